@@ -1,0 +1,205 @@
+//! Configuration, read once per cold start from the environment.
+//!
+//! A missing or malformed setting fails the cold start with one clear line; no request is ever served
+//! with a half-valid configuration.
+
+use std::time::Duration;
+
+use secrecy::SecretBox;
+
+use crate::crypto::MasterKey;
+
+/// Default `iss` when `VAULT_JWT_ISSUER` is unset (local development).
+pub const DEFAULT_ISSUER: &str = "https://vault.local/";
+/// Default `aud` when `VAULT_JWT_AUDIENCE` is unset (local development).
+pub const DEFAULT_AUDIENCE: &str = "token-vault";
+/// Default audit retention.
+pub const DEFAULT_AUDIT_RETENTION_DAYS: u32 = 365;
+/// How long a retrieval waits for its audit event before failing closed.
+pub const DEFAULT_AUDIT_TIMEOUT: Duration = Duration::from_millis(2_000);
+
+/// Where token signing keys come from.
+pub enum JwtKeySource {
+    /// `VAULT_JWKS_URL`: RS256/ES256 keys from the identity provider's JWKS document.
+    Jwks { url: String },
+    /// `VAULT_JWT_HS256_SECRET`: a shared HS256 secret, for local development and tests.
+    Hs256 { secret: SecretBox<Vec<u8>> },
+}
+
+impl std::fmt::Debug for JwtKeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Jwks { url } => f.debug_struct("Jwks").field("url", url).finish(),
+            Self::Hs256 { .. } => f.write_str("Hs256([REDACTED])"),
+        }
+    }
+}
+
+/// How bearer tokens are verified.
+#[derive(Debug)]
+pub struct JwtConfig {
+    pub issuer: String,
+    pub audience: String,
+    pub keys: JwtKeySource,
+}
+
+/// Everything a function needs, from the environment.
+#[derive(Debug)]
+pub struct Config {
+    pub secrets_table: String,
+    pub audit_table: String,
+    pub master_key: MasterKey,
+    pub jwt: JwtConfig,
+    pub audit_retention_days: u32,
+    pub audit_timeout: Duration,
+}
+
+/// A configuration problem, named precisely enough to fix from one log line. Never holds a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0} is not set")]
+    Missing(&'static str),
+    #[error("{name} is invalid: {why}")]
+    Invalid { name: &'static str, why: String },
+}
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `lookup`, so tests need not touch the process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &'static str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let require = |name: &'static str| get(name).ok_or(ConfigError::Missing(name));
+
+        let master_key = MasterKey::from_hex(&require("VAULT_MASTER_KEY")?)
+            .map_err(|why| ConfigError::Invalid { name: "VAULT_MASTER_KEY", why: why.to_owned() })?;
+
+        let keys = match (get("VAULT_JWKS_URL"), get("VAULT_JWT_HS256_SECRET")) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    name: "VAULT_JWKS_URL",
+                    why: "set either VAULT_JWKS_URL or VAULT_JWT_HS256_SECRET, not both".into(),
+                });
+            }
+            (Some(url), None) => {
+                if !(url.starts_with("https://") || url.starts_with("http://127.0.0.1") || url.starts_with("http://localhost")) {
+                    return Err(ConfigError::Invalid {
+                        name: "VAULT_JWKS_URL",
+                        why: "must be an https:// URL (plain http only for localhost)".into(),
+                    });
+                }
+                JwtKeySource::Jwks { url }
+            }
+            (None, Some(secret)) => {
+                if secret.len() < 32 {
+                    return Err(ConfigError::Invalid {
+                        name: "VAULT_JWT_HS256_SECRET",
+                        why: "must be at least 32 characters".into(),
+                    });
+                }
+                JwtKeySource::Hs256 { secret: SecretBox::new(Box::new(secret.into_bytes())) }
+            }
+            (None, None) => return Err(ConfigError::Missing("VAULT_JWKS_URL or VAULT_JWT_HS256_SECRET")),
+        };
+
+        let audit_retention_days = match get("VAULT_AUDIT_RETENTION_DAYS") {
+            None => DEFAULT_AUDIT_RETENTION_DAYS,
+            Some(v) => v.parse::<u32>().ok().filter(|d| (1..=36_500).contains(d)).ok_or_else(|| {
+                ConfigError::Invalid { name: "VAULT_AUDIT_RETENTION_DAYS", why: "must be a whole number of days from 1 to 36500".into() }
+            })?,
+        };
+
+        let audit_timeout = match get("VAULT_AUDIT_TIMEOUT_MS") {
+            None => DEFAULT_AUDIT_TIMEOUT,
+            Some(v) => v.parse::<u64>().ok().filter(|ms| (1..=30_000).contains(ms)).map(Duration::from_millis).ok_or_else(
+                || ConfigError::Invalid { name: "VAULT_AUDIT_TIMEOUT_MS", why: "must be milliseconds from 1 to 30000".into() },
+            )?,
+        };
+
+        Ok(Self {
+            secrets_table: require("VAULT_SECRETS_TABLE")?,
+            audit_table: require("VAULT_AUDIT_TABLE")?,
+            master_key,
+            jwt: JwtConfig {
+                issuer: get("VAULT_JWT_ISSUER").unwrap_or_else(|| DEFAULT_ISSUER.into()),
+                audience: get("VAULT_JWT_AUDIENCE").unwrap_or_else(|| DEFAULT_AUDIENCE.into()),
+                keys,
+            },
+            audit_retention_days,
+            audit_timeout,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+    fn env(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    fn base() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("VAULT_MASTER_KEY", KEY),
+            ("VAULT_JWT_HS256_SECRET", "a-development-secret-of-32-chars!!"),
+            ("VAULT_SECRETS_TABLE", "secrets"),
+            ("VAULT_AUDIT_TABLE", "audit"),
+        ]
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let c = env(&base()).unwrap();
+        assert_eq!(c.jwt.issuer, DEFAULT_ISSUER);
+        assert_eq!(c.jwt.audience, DEFAULT_AUDIENCE);
+        assert_eq!(c.audit_retention_days, 365);
+    }
+
+    #[test]
+    fn missing_master_key_is_named() {
+        let mut e = base();
+        e.retain(|(k, _)| *k != "VAULT_MASTER_KEY");
+        assert_eq!(env(&e).unwrap_err().to_string(), "VAULT_MASTER_KEY is not set");
+    }
+
+    #[test]
+    fn malformed_master_key_is_refused_without_echoing_it() {
+        for bad in [&KEY[..62], "zz02030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f", &format!("{KEY}00")] {
+            let mut e = base();
+            e[0] = ("VAULT_MASTER_KEY", bad);
+            let err = env(&e).unwrap_err().to_string();
+            assert!(err.starts_with("VAULT_MASTER_KEY is invalid"), "{err}");
+            assert!(!err.contains(&bad[2..20]), "error echoes the key: {err}");
+        }
+    }
+
+    #[test]
+    fn key_sources_are_exclusive_and_required() {
+        let mut e = base();
+        e.push(("VAULT_JWKS_URL", "https://idp.example/.well-known/jwks.json"));
+        assert!(env(&e).is_err());
+        let mut e = base();
+        e.retain(|(k, _)| *k != "VAULT_JWT_HS256_SECRET");
+        assert!(env(&e).unwrap_err().to_string().contains("VAULT_JWKS_URL or VAULT_JWT_HS256_SECRET"));
+        e.push(("VAULT_JWKS_URL", "http://idp.example/jwks.json"));
+        assert!(env(&e).is_err(), "plain http JWKS must be refused");
+    }
+
+    #[test]
+    fn bad_numbers_are_refused() {
+        let mut e = base();
+        e.push(("VAULT_AUDIT_RETENTION_DAYS", "0"));
+        assert!(env(&e).is_err());
+        let mut e = base();
+        e.push(("VAULT_AUDIT_TIMEOUT_MS", "soon"));
+        assert!(env(&e).is_err());
+    }
+}

@@ -1,0 +1,435 @@
+//! DynamoDB: item layout, key encoding and every read and write. Reads are GetItem or Query, never Scan.
+//!
+//! Secrets table (`pk`, `sk`):
+//! - a secret: `pk = org#<org>#app#<client>` or `org#<org>#user#<user>`, `sk = <name>`;
+//! - an organization's salt: `pk = org#<org>#meta`, `sk = salt`.
+//!
+//! Each id is escaped (`%` → `%25`, `#` → `%23`) so the encoding is injective whatever the ids hold.
+//! App-level secrets also carry `orgPk`/`orgSk`, the keys of the sparse `by-org` index that serves
+//! admin listings without projecting ciphertext. `ttl` (epoch seconds) is the table's TTL attribute.
+//! DynamoDB deletes expired items late, so every read filters them itself.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
+
+use crate::crypto::{Envelope, SALT_LEN};
+use crate::error::ApiError;
+use crate::policy::Owner;
+
+/// Attribute and index names, shared with `template.yaml` (a test checks they agree).
+pub mod schema {
+    pub const PK: &str = "pk";
+    pub const SK: &str = "sk";
+    pub const TTL: &str = "ttl";
+    pub const ORG_INDEX: &str = "by-org";
+    pub const ORG_PK: &str = "orgPk";
+    pub const ORG_SK: &str = "orgSk";
+    /// Non-key attributes the `by-org` index projects: metadata only, never ciphertext.
+    pub const ORG_INDEX_PROJECTION: &[&str] =
+        &["ownership", "clientId", "name", "scope", "ttl", "createdAt", "updatedAt", "version"];
+}
+
+type Item = HashMap<String, AttributeValue>;
+
+/// Escapes one id so it can never contain the `#` separator.
+pub(crate) fn escape(id: &str) -> String {
+    id.replace('%', "%25").replace('#', "%23")
+}
+
+/// The partition key of one owner's secrets. Injective in (org, owner).
+pub fn partition_key(org_id: &str, owner: &Owner) -> String {
+    format!("org#{}#{}#{}", escape(org_id), owner.kind(), escape(owner.id()))
+}
+
+fn salt_key(org_id: &str) -> String {
+    format!("org#{}#meta", escape(org_id))
+}
+
+/// A secret as stored. `envelope` is `None` when read through a projection that leaves it out.
+#[derive(Debug, Clone)]
+pub struct SecretItem {
+    pub owner: Owner,
+    pub name: String,
+    pub scope: Vec<String>,
+    /// Expiry, epoch seconds.
+    pub expires_at: Option<i64>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub updated_at: String,
+    pub version: u64,
+    pub envelope: Option<Envelope>,
+}
+
+impl SecretItem {
+    /// True once the expiry has passed (DynamoDB may not have deleted it yet).
+    pub fn is_expired(&self, now: i64) -> bool {
+        self.expires_at.is_some_and(|t| t <= now)
+    }
+}
+
+/// What a conditional mutation came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mutation {
+    /// Written, together with its audit event.
+    Applied,
+    /// The secret's condition did not hold (absent, present or expired, as the operation required).
+    ConditionFailed,
+    /// Another transaction touched the item at the same moment; try again.
+    Contended,
+}
+
+/// The DynamoDB store of secrets and audit events.
+#[derive(Debug, Clone)]
+pub struct Store {
+    client: Client,
+    secrets_table: String,
+    audit_table: String,
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn unavailable<E>(e: SdkError<E>) -> ApiError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    ApiError::unavailable(e)
+}
+
+fn malformed(what: &'static str) -> ApiError {
+    ApiError::internal(format!("stored item is malformed: {what}"))
+}
+
+fn get_s<'a>(item: &'a Item, key: &'static str) -> Result<&'a str, ApiError> {
+    item.get(key).and_then(|v| v.as_s().ok()).map(String::as_str).ok_or_else(|| malformed(key))
+}
+
+fn get_n<T: std::str::FromStr>(item: &Item, key: &'static str) -> Result<Option<T>, ApiError> {
+    match item.get(key) {
+        None => Ok(None),
+        Some(v) => v.as_n().ok().and_then(|n| n.parse().ok()).map(Some).ok_or_else(|| malformed(key)),
+    }
+}
+
+fn get_b(item: &Item, key: &'static str) -> Result<Vec<u8>, ApiError> {
+    item.get(key).and_then(|v| v.as_b().ok()).map(|b| b.as_ref().to_vec()).ok_or_else(|| malformed(key))
+}
+
+impl Store {
+    pub fn new(client: Client, secrets_table: impl Into<String>, audit_table: impl Into<String>) -> Self {
+        Self { client, secrets_table: secrets_table.into(), audit_table: audit_table.into() }
+    }
+
+    /// Reads an organization's salt.
+    pub async fn get_salt(&self, org_id: &str) -> Result<Option<[u8; SALT_LEN]>, ApiError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.secrets_table)
+            .key(schema::PK, s(salt_key(org_id)))
+            .key(schema::SK, s("salt"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let Some(item) = out.item else { return Ok(None) };
+        let salt = get_b(&item, "salt")?;
+        salt.try_into().map(Some).map_err(|_| malformed("salt"))
+    }
+
+    /// Stores an organization's salt unless one exists. Returns whether this call wrote it.
+    pub async fn put_salt_if_absent(&self, org_id: &str, salt: &[u8; SALT_LEN], now: &str) -> Result<bool, ApiError> {
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.secrets_table)
+            .item(schema::PK, s(salt_key(org_id)))
+            .item(schema::SK, s("salt"))
+            .item("salt", AttributeValue::B(Blob::new(salt.to_vec())))
+            .item("createdAt", s(now))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// Reads one secret (strongly consistent), expired or not.
+    pub async fn get_secret(&self, org_id: &str, owner: &Owner, name: &str) -> Result<Option<SecretItem>, ApiError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.secrets_table)
+            .key(schema::PK, s(partition_key(org_id, owner)))
+            .key(schema::SK, s(name))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        out.item.map(|item| secret_from_item(owner, &item, true)).transpose()
+    }
+
+    /// Creates a secret where none lives (absent, or present but expired), with its audit event.
+    pub async fn create_secret(&self, org_id: &str, secret: &SecretItem, audit: Item, now: i64) -> Result<Mutation, ApiError> {
+        let env = secret.envelope.as_ref().ok_or_else(|| ApiError::internal("create without an envelope"))?;
+        let mut item = Item::new();
+        item.insert(schema::PK.into(), s(partition_key(org_id, &secret.owner)));
+        item.insert(schema::SK.into(), s(&secret.name));
+        item.insert("name".into(), s(&secret.name));
+        item.insert("ownership".into(), s(secret.owner.kind()));
+        if let Owner::App { client_id } = &secret.owner {
+            item.insert("clientId".into(), s(client_id));
+            item.insert(schema::ORG_PK.into(), s(escape(org_id)));
+            item.insert(schema::ORG_SK.into(), s(format!("{}#{}", escape(client_id), secret.name)));
+        }
+        item.insert("scope".into(), AttributeValue::L(secret.scope.iter().map(s).collect()));
+        if let Some(t) = secret.expires_at {
+            item.insert(schema::TTL.into(), n(t));
+        }
+        item.insert("createdAt".into(), s(&secret.created_at));
+        item.insert("updatedAt".into(), s(&secret.updated_at));
+        item.insert("version".into(), n(secret.version));
+        insert_envelope(&mut item, env);
+        let put = Put::builder()
+            .table_name(&self.secrets_table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk) OR #ttl <= :now")
+            .expression_attribute_names("#ttl", schema::TTL)
+            .expression_attribute_values(":now", n(now))
+            .build()
+            .map_err(ApiError::internal)?;
+        self.transact(TransactWriteItem::builder().put(put).build(), audit).await
+    }
+
+    /// Replaces a live secret's value, scope and expiry (keeping `createdAt`), with its audit event.
+    pub async fn update_secret(&self, org_id: &str, secret: &SecretItem, audit: Item, now: i64) -> Result<Mutation, ApiError> {
+        let env = secret.envelope.as_ref().ok_or_else(|| ApiError::internal("update without an envelope"))?;
+        let mut set = vec![
+            "#scope = :scope",
+            "updatedAt = :updated",
+            "version = if_not_exists(version, :zero) + :one",
+            "encVersion = :encVersion",
+            "keyId = :keyId",
+            "wrappedKey = :wrappedKey",
+            "ciphertext = :ciphertext",
+        ];
+        let mut values = Item::new();
+        if let Some(t) = secret.expires_at {
+            set.push("#ttl = :ttl");
+            values.insert(":ttl".into(), n(t));
+        }
+        let mut expr = format!("SET {}", set.join(", "));
+        if secret.expires_at.is_none() {
+            expr.push_str(" REMOVE #ttl");
+        }
+        values.insert(":scope".into(), AttributeValue::L(secret.scope.iter().map(s).collect()));
+        values.insert(":updated".into(), s(&secret.updated_at));
+        values.insert(":zero".into(), n(0));
+        values.insert(":one".into(), n(1));
+        values.insert(":encVersion".into(), n(env.version));
+        values.insert(":keyId".into(), s(&env.key_id));
+        values.insert(":wrappedKey".into(), AttributeValue::B(Blob::new(env.wrapped_key.clone())));
+        values.insert(":ciphertext".into(), AttributeValue::B(Blob::new(env.ciphertext.clone())));
+        values.insert(":now".into(), n(now));
+        let update = Update::builder()
+            .table_name(&self.secrets_table)
+            .key(schema::PK, s(partition_key(org_id, &secret.owner)))
+            .key(schema::SK, s(&secret.name))
+            .update_expression(expr)
+            .condition_expression("attribute_exists(pk) AND (attribute_not_exists(#ttl) OR #ttl > :now)")
+            .expression_attribute_names("#ttl", schema::TTL)
+            .expression_attribute_names("#scope", "scope")
+            .set_expression_attribute_values(Some(values))
+            .build()
+            .map_err(ApiError::internal)?;
+        self.transact(TransactWriteItem::builder().update(update).build(), audit).await
+    }
+
+    /// Deletes a live secret, with its audit event.
+    pub async fn delete_secret(&self, org_id: &str, owner: &Owner, name: &str, audit: Item, now: i64) -> Result<Mutation, ApiError> {
+        let delete = Delete::builder()
+            .table_name(&self.secrets_table)
+            .key(schema::PK, s(partition_key(org_id, owner)))
+            .key(schema::SK, s(name))
+            .condition_expression("attribute_exists(pk) AND (attribute_not_exists(#ttl) OR #ttl > :now)")
+            .expression_attribute_names("#ttl", schema::TTL)
+            .expression_attribute_values(":now", n(now))
+            .build()
+            .map_err(ApiError::internal)?;
+        self.transact(TransactWriteItem::builder().delete(delete).build(), audit).await
+    }
+
+    /// Writes `secret_op` and the audit item in one transaction, so neither exists without the other.
+    async fn transact(&self, secret_op: TransactWriteItem, audit: Item) -> Result<Mutation, ApiError> {
+        let audit_put = Put::builder()
+            .table_name(&self.audit_table)
+            .set_item(Some(audit))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(ApiError::internal)?;
+        let res = self
+            .client
+            .transact_write_items()
+            .transact_items(secret_op)
+            .transact_items(TransactWriteItem::builder().put(audit_put).build())
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(Mutation::Applied),
+            Err(SdkError::ServiceError(ctx)) => match ctx.err() {
+                TransactWriteItemsError::TransactionCanceledException(tc) => {
+                    let reasons = tc.cancellation_reasons();
+                    let code = |i: usize| reasons.get(i).and_then(|r| r.code()).unwrap_or("None");
+                    match (code(0), code(1)) {
+                        ("ConditionalCheckFailed", "None") => Ok(Mutation::ConditionFailed),
+                        ("TransactionConflict", _) | (_, "TransactionConflict") => Ok(Mutation::Contended),
+                        _ => Err(ApiError::unavailable(SdkError::ServiceError(ctx))),
+                    }
+                }
+                TransactWriteItemsError::TransactionInProgressException(_) => Ok(Mutation::Contended),
+                _ => Err(ApiError::unavailable(SdkError::ServiceError(ctx))),
+            },
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// One page of an owner's live secrets, metadata only, in name order after `after`.
+    /// Returns the secrets and whether more may follow.
+    pub async fn list_secrets(
+        &self,
+        org_id: &str,
+        owner: &Owner,
+        after: Option<&str>,
+        limit: usize,
+        now: i64,
+    ) -> Result<(Vec<SecretItem>, bool), ApiError> {
+        let pk = partition_key(org_id, owner);
+        let mut found = Vec::new();
+        let mut start: Option<Item> = after.map(|name| HashMap::from([(schema::PK.into(), s(&pk)), (schema::SK.into(), s(name))]));
+        loop {
+            let want = limit - found.len();
+            let out = self
+                .client
+                .query()
+                .table_name(&self.secrets_table)
+                .key_condition_expression("pk = :pk")
+                .filter_expression("attribute_not_exists(#ttl) OR #ttl > :now")
+                .projection_expression("sk, #scope, #ttl, createdAt, updatedAt, version")
+                .expression_attribute_names("#ttl", schema::TTL)
+                .expression_attribute_names("#scope", "scope")
+                .expression_attribute_values(":pk", s(&pk))
+                .expression_attribute_values(":now", n(now))
+                .set_exclusive_start_key(start.take())
+                .limit(i32::try_from(want).unwrap_or(i32::MAX))
+                .send()
+                .await
+                .map_err(unavailable)?;
+            for item in out.items() {
+                found.push(secret_from_item(owner, item, false)?);
+            }
+            match out.last_evaluated_key {
+                Some(key) if found.len() < limit => start = Some(key),
+                Some(_) => return Ok((found, true)),
+                None => return Ok((found, false)),
+            }
+        }
+    }
+
+    /// Writes one audit event on its own (retrievals and denials).
+    pub async fn put_audit(&self, audit: Item) -> Result<(), ApiError> {
+        self.client
+            .put_item()
+            .table_name(&self.audit_table)
+            .set_item(Some(audit))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+fn insert_envelope(item: &mut Item, env: &Envelope) {
+    item.insert("encVersion".into(), n(env.version));
+    item.insert("keyId".into(), s(&env.key_id));
+    item.insert("wrappedKey".into(), AttributeValue::B(Blob::new(env.wrapped_key.clone())));
+    item.insert("ciphertext".into(), AttributeValue::B(Blob::new(env.ciphertext.clone())));
+}
+
+fn secret_from_item(owner: &Owner, item: &Item, with_envelope: bool) -> Result<SecretItem, ApiError> {
+    let scope = match item.get("scope") {
+        None => Vec::new(),
+        Some(v) => v
+            .as_l()
+            .map_err(|_| malformed("scope"))?
+            .iter()
+            .map(|e| e.as_s().cloned().map_err(|_| malformed("scope")))
+            .collect::<Result<_, _>>()?,
+    };
+    let envelope = if with_envelope {
+        Some(Envelope {
+            version: get_n::<u8>(item, "encVersion")?.ok_or_else(|| malformed("encVersion"))?,
+            key_id: get_s(item, "keyId")?.to_owned(),
+            wrapped_key: get_b(item, "wrappedKey")?,
+            ciphertext: get_b(item, "ciphertext")?,
+        })
+    } else {
+        None
+    };
+    Ok(SecretItem {
+        owner: owner.clone(),
+        name: get_s(item, schema::SK)?.to_owned(),
+        scope,
+        expires_at: get_n(item, schema::TTL)?,
+        created_at: get_s(item, "createdAt")?.to_owned(),
+        updated_at: get_s(item, "updatedAt")?.to_owned(),
+        version: get_n(item, "version")?.unwrap_or(1),
+        envelope,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn partition_keys_are_injective() {
+        let ids = ["a", "b", "a#b", "a%23b", "a%b", "#", "%", "%25", "auth0|123", "a/b", "org#x#app#y", "", "user", "app"];
+        let mut seen = HashMap::new();
+        for org in ids {
+            for id in ids {
+                for owner in [Owner::App { client_id: id.into() }, Owner::User { user_id: id.into() }] {
+                    let pk = partition_key(org, &owner);
+                    if let Some(prev) = seen.insert(pk.clone(), (org, owner.clone())) {
+                        panic!("{pk} encodes both {prev:?} and {:?}", (org, owner));
+                    }
+                }
+            }
+        }
+        let salts: HashSet<String> = ids.iter().map(|o| salt_key(o)).collect();
+        assert_eq!(salts.len(), ids.len());
+        assert!(salts.iter().all(|k| !seen.contains_key(k)), "a salt key collides with a secret partition");
+    }
+
+    #[test]
+    fn escaped_ids_never_hold_the_separator() {
+        for id in ["a#b", "##", "%#%"] {
+            assert!(!escape(id).contains('#'));
+        }
+    }
+}
