@@ -1,1 +1,73 @@
-fn main() {}
+//! `vault-local`: the local stack's DynamoDB side. Serves an embedded DynamoDB-compatible server
+//! (dynoxide, data kept in a SQLite file), creates the vault's tables, and prints ready tokens.
+//!
+//! Reads the same variables as the functions (`VAULT_SECRETS_TABLE`, `VAULT_AUDIT_TABLE`,
+//! `VAULT_JWT_HS256_SECRET`, `VAULT_JWT_ISSUER`, `VAULT_JWT_AUDIENCE`) plus `VAULT_LOCAL_DB`
+//! (SQLite path) and `VAULT_LOCAL_DYNAMODB_ADDR` (default 127.0.0.1:8000).
+
+use std::net::SocketAddr;
+
+use token_vault::config::{DEFAULT_AUDIENCE, DEFAULT_ISSUER};
+use vault_dev::{Database, LocalDynamo, create_tables, local_client, m2m_claims, sign_hs256, user_claims};
+
+fn env(name: &str) -> Result<String, String> {
+    std::env::var(name).map_err(|_| format!("{name} is not set"))
+}
+
+async fn run() -> Result<(), String> {
+    let db_path = std::env::var("VAULT_LOCAL_DB").unwrap_or_else(|_| ".local/dynamodb.sqlite".into());
+    let addr: SocketAddr = std::env::var("VAULT_LOCAL_DYNAMODB_ADDR")
+        .unwrap_or_else(|_| "127.0.0.1:8000".into())
+        .parse()
+        .map_err(|e| format!("VAULT_LOCAL_DYNAMODB_ADDR: {e}"))?;
+    let secrets_table = env("VAULT_SECRETS_TABLE")?;
+    let audit_table = env("VAULT_AUDIT_TABLE")?;
+    let hs256 = env("VAULT_JWT_HS256_SECRET")?;
+    let issuer = std::env::var("VAULT_JWT_ISSUER").unwrap_or_else(|_| DEFAULT_ISSUER.into());
+    let audience = std::env::var("VAULT_JWT_AUDIENCE").unwrap_or_else(|_| DEFAULT_AUDIENCE.into());
+
+    if let Some(dir) = std::path::Path::new(&db_path).parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    }
+    let db = Database::new(&db_path).map_err(|e| format!("opening {db_path}: {e}"))?;
+    let mut server = LocalDynamo::start(db, addr).await.map_err(|e| format!("listening on {addr}: {e}"))?;
+    let client = local_client(&server.endpoint()).await;
+    create_tables(&client, &secrets_table, &audit_table).await?;
+
+    let day = 12 * 3600;
+    let m2m =
+        sign_hs256(hs256.as_bytes(), &m2m_claims(&issuer, &audience, "org_local", "client_local", "payments", day))?;
+    let user = sign_hs256(
+        hs256.as_bytes(),
+        &user_claims(&issuer, &audience, "org_local", "client_local", "auth0|local-user", "payments", day),
+    )?;
+    let admin =
+        sign_hs256(hs256.as_bytes(), &m2m_claims(&issuer, &audience, "org_local", "client_admin", "vault:admin", day))?;
+    println!("DynamoDB-compatible server (dynoxide) on {} with data in {db_path}", server.endpoint());
+    println!("Tables {secrets_table} and {audit_table} are ready.");
+    println!();
+    println!("Development tokens (valid 12 hours, organization org_local):");
+    println!("export M2M_TOKEN={m2m}");
+    println!("export USER_TOKEN={user}");
+    println!("export ADMIN_TOKEN={admin}");
+    println!();
+    println!("Try:");
+    println!(
+        "  curl -s -X POST http://127.0.0.1:9000/vault/secrets -H \"Authorization: Bearer $M2M_TOKEN\" \\\n    -H 'Content-Type: application/json' -d '{{\"name\":\"openai_api_key\",\"value\":\"sk-example\"}}'"
+    );
+    println!("  curl -s http://127.0.0.1:9000/vault/secrets/openai_api_key -H \"Authorization: Bearer $M2M_TOKEN\"");
+    println!("  curl -s http://127.0.0.1:9000/vault/secrets -H \"Authorization: Bearer $USER_TOKEN\"");
+    if let Ok(path) = std::env::var("VAULT_LOCAL_TOKENS_FILE") {
+        let body = format!("M2M_TOKEN={m2m}\nUSER_TOKEN={user}\nADMIN_TOKEN={admin}\n");
+        std::fs::write(&path, body).map_err(|e| format!("writing {path}: {e}"))?;
+    }
+    server.wait().await
+}
+
+#[tokio::main]
+async fn main() {
+    if let Err(e) = run().await {
+        eprintln!("vault-local: {e}");
+        std::process::exit(1);
+    }
+}

@@ -132,10 +132,21 @@ mod tests {
             scopes: Default::default(),
             admin: false,
         };
-        let meta = RequestMeta { request_id: "r1".into(), source_ip: Some("10.0.0.1".into()), user_agent: Some("x".repeat(1000)) };
+        let meta = RequestMeta {
+            request_id: "r1".into(),
+            source_ip: Some("10.0.0.1".into()),
+            user_agent: Some("x".repeat(1000)),
+        };
         let owner = Owner::App { client_id: "c1".into() };
         let now = time::macros::datetime!(2026-03-04 05:06:07 UTC);
-        let ev = AuditEvent { kind: EventKind::Retrieved, principal: &p, meta: &meta, secret_name: "n", owner: Some(&owner), outcome: "success" };
+        let ev = AuditEvent {
+            kind: EventKind::Retrieved,
+            principal: &p,
+            meta: &meta,
+            secret_name: "n",
+            owner: Some(&owner),
+            outcome: "success",
+        };
         let item = ev.to_item(now, 365);
         let get = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
         assert_eq!(get("pk"), "org%231#2026-03-04");

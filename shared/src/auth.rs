@@ -87,7 +87,10 @@ pub struct TokenVerifier {
 
 impl std::fmt::Debug for TokenVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenVerifier").field("issuer", &self.issuer).field("audience", &self.audience).finish_non_exhaustive()
+        f.debug_struct("TokenVerifier")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish_non_exhaustive()
     }
 }
 
@@ -117,7 +120,8 @@ impl TokenVerifier {
                     .connect_timeout(Duration::from_secs(2))
                     .build()
                     .map_err(ApiError::internal)?;
-                let jwks = Jwks { url: url.clone(), http, keys: RwLock::new(HashMap::new()), last_fetch: Mutex::new(None) };
+                let jwks =
+                    Jwks { url: url.clone(), http, keys: RwLock::new(HashMap::new()), last_fetch: Mutex::new(None) };
                 jwks.refresh(true).await;
                 Keys::Jwks(jwks)
             }
@@ -215,9 +219,11 @@ fn principal_from(c: Claims) -> Result<Principal, ApiError> {
         let user_id = valid_id(sub).ok_or_else(|| ApiError::invalid_token("it has no valid subject (sub)"))?;
         TokenKind::User { user_id }
     };
-    let mut scopes: BTreeSet<String> = c.scope.as_deref().unwrap_or("").split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect();
+    let mut scopes: BTreeSet<String> =
+        c.scope.as_deref().unwrap_or("").split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect();
     scopes.extend(c.scp.unwrap_or_default());
-    let admin = scopes.contains(ADMIN_PERMISSION) || c.permissions.unwrap_or_default().iter().any(|p| p == ADMIN_PERMISSION);
+    let admin =
+        scopes.contains(ADMIN_PERMISSION) || c.permissions.unwrap_or_default().iter().any(|p| p == ADMIN_PERMISSION);
     Ok(Principal { org_id, client_id, kind, scopes, admin })
 }
 
@@ -248,7 +254,9 @@ impl Jwks {
                 tracing::info!(keys = keys.len(), "fetched JWKS");
                 *self.keys.write().await = keys;
             }
-            Err(e) => tracing::error!(error = %crate::error::chain(&e), "could not fetch JWKS; keeping the keys already known"),
+            Err(e) => {
+                tracing::error!(error = %crate::error::chain(&e), "could not fetch JWKS; keeping the keys already known")
+            }
         }
     }
 }
@@ -327,7 +335,10 @@ mod tests {
     #[tokio::test]
     async fn m2m_token_is_accepted() {
         let p = with(|_| {}).await.unwrap();
-        assert_eq!((p.org_id.as_str(), p.client_id.as_str(), &p.kind, p.admin), ("org1", "client-a", &TokenKind::Machine, false));
+        assert_eq!(
+            (p.org_id.as_str(), p.client_id.as_str(), &p.kind, p.admin),
+            ("org1", "client-a", &TokenKind::Machine, false)
+        );
         // Scheme is case-insensitive.
         assert!(check(&format!("bearer {}", sign(&claims()))).await.is_ok());
     }
@@ -372,7 +383,8 @@ mod tests {
         flipped[last] = if flipped[last] == b'A' { b'B' } else { b'A' };
         let flipped = String::from_utf8(flipped).unwrap();
         let none_token = {
-            let b64 = |v: &Value| base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, v.to_string());
+            let b64 =
+                |v: &Value| base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, v.to_string());
             format!("{}.{}.", b64(&json!({"alg": "none", "typ": "JWT"})), b64(&claims()))
         };
         let huge = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES + 1));

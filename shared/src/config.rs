@@ -85,7 +85,10 @@ impl Config {
                 });
             }
             (Some(url), None) => {
-                if !(url.starts_with("https://") || url.starts_with("http://127.0.0.1") || url.starts_with("http://localhost")) {
+                if !(url.starts_with("https://")
+                    || url.starts_with("http://127.0.0.1")
+                    || url.starts_with("http://localhost"))
+                {
                     return Err(ConfigError::Invalid {
                         name: "VAULT_JWKS_URL",
                         why: "must be an https:// URL (plain http only for localhost)".into(),
@@ -107,16 +110,24 @@ impl Config {
 
         let audit_retention_days = match get("VAULT_AUDIT_RETENTION_DAYS") {
             None => DEFAULT_AUDIT_RETENTION_DAYS,
-            Some(v) => v.parse::<u32>().ok().filter(|d| (1..=36_500).contains(d)).ok_or_else(|| {
-                ConfigError::Invalid { name: "VAULT_AUDIT_RETENTION_DAYS", why: "must be a whole number of days from 1 to 36500".into() }
-            })?,
+            Some(v) => {
+                v.parse::<u32>().ok().filter(|d| (1..=36_500).contains(d)).ok_or_else(|| ConfigError::Invalid {
+                    name: "VAULT_AUDIT_RETENTION_DAYS",
+                    why: "must be a whole number of days from 1 to 36500".into(),
+                })?
+            }
         };
 
         let audit_timeout = match get("VAULT_AUDIT_TIMEOUT_MS") {
             None => DEFAULT_AUDIT_TIMEOUT,
-            Some(v) => v.parse::<u64>().ok().filter(|ms| (1..=30_000).contains(ms)).map(Duration::from_millis).ok_or_else(
-                || ConfigError::Invalid { name: "VAULT_AUDIT_TIMEOUT_MS", why: "must be milliseconds from 1 to 30000".into() },
-            )?,
+            Some(v) => {
+                v.parse::<u64>().ok().filter(|ms| (1..=30_000).contains(ms)).map(Duration::from_millis).ok_or_else(
+                    || ConfigError::Invalid {
+                        name: "VAULT_AUDIT_TIMEOUT_MS",
+                        why: "must be milliseconds from 1 to 30000".into(),
+                    },
+                )?
+            }
         };
 
         Ok(Self {

@@ -54,7 +54,8 @@ impl MasterKey {
 
     /// Wraps raw key bytes. The id is a one-way fingerprint (HMAC of a fixed label), safe to store and log.
     pub fn from_bytes(key: Zeroizing<[u8; KEY_LEN]>) -> Self {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.as_slice()).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.as_slice())
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
         mac.update(b"token-vault/v1/master-key-id");
         let digest = mac.finalize().into_bytes();
         let id = format!("mk-{}", hex::encode(&digest[..6]));
@@ -161,13 +162,18 @@ impl OrgKey {
             return Err(IntegrityError::UnsupportedVersion(envelope.version));
         }
         if envelope.key_id != self.key_id {
-            return Err(IntegrityError::UnknownKeyId { found: envelope.key_id.clone(), configured: self.key_id.clone() });
+            return Err(IntegrityError::UnknownKeyId {
+                found: envelope.key_id.clone(),
+                configured: self.key_id.clone(),
+            });
         }
-        let data_key = gcm_open(&self.key, &envelope.wrapped_key, &wrap_aad(envelope.version, &envelope.key_id, binding))
-            .ok_or(IntegrityError::WrappedKey)?;
+        let data_key =
+            gcm_open(&self.key, &envelope.wrapped_key, &wrap_aad(envelope.version, &envelope.key_id, binding))
+                .ok_or(IntegrityError::WrappedKey)?;
         let data_key: Zeroizing<[u8; KEY_LEN]> =
             Zeroizing::new(data_key.as_slice().try_into().map_err(|_| IntegrityError::WrappedKey)?);
-        gcm_open(&data_key, &envelope.ciphertext, &value_aad(envelope.version, binding)).ok_or(IntegrityError::Ciphertext)
+        gcm_open(&data_key, &envelope.ciphertext, &value_aad(envelope.version, binding))
+            .ok_or(IntegrityError::Ciphertext)
     }
 }
 

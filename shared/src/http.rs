@@ -72,7 +72,8 @@ impl Operation {
 /// Handles one request end to end. Never fails: every error becomes its JSON response.
 pub async fn handle(vault: &Vault, op: Operation, req: Request) -> Response<Body> {
     let meta = request_meta(&req);
-    let span = tracing::info_span!("request", request_id = %meta.request_id, op = op.name(), org = tracing::field::Empty);
+    let span =
+        tracing::info_span!("request", request_id = %meta.request_id, op = op.name(), org = tracing::field::Empty);
     async move {
         match dispatch(vault, op, &meta, req).await {
             Ok(resp) => {
@@ -199,7 +200,10 @@ pub fn validate_scope(scope: Vec<String>) -> Result<Vec<String>, ApiError> {
 /// Checks an OAuth client id named by an admin.
 fn validate_client_id(client_id: &str) -> Result<(), ApiError> {
     if client_id.is_empty() || client_id.len() > crate::auth::MAX_ID_LEN || client_id.chars().any(char::is_control) {
-        return Err(ApiError::bad_request("invalid_client_id", "clientId must be 1 to 256 characters without control characters."));
+        return Err(ApiError::bad_request(
+            "invalid_client_id",
+            "clientId must be 1 to 256 characters without control characters.",
+        ));
     }
     Ok(())
 }
@@ -219,7 +223,10 @@ pub fn parse_expiry(text: &str, now: OffsetDateTime) -> Result<i64, ApiError> {
 }
 
 fn format_epoch(secs: i64) -> Value {
-    OffsetDateTime::from_unix_timestamp(secs).ok().and_then(|t| t.format(&Rfc3339).ok()).map_or(Value::Null, Value::String)
+    OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .map_or(Value::Null, Value::String)
 }
 
 /// The name in `/vault/secrets/{name}`: from the route's path parameters, else from the raw path
@@ -251,9 +258,11 @@ impl Query {
     fn limit(&self) -> Result<usize, ApiError> {
         match self.get("limit") {
             None => Ok(DEFAULT_LIST_LIMIT),
-            Some(v) => v.parse::<usize>().ok().filter(|n| (1..=MAX_LIST_LIMIT).contains(n)).ok_or_else(|| {
-                ApiError::bad_request("invalid_limit", "limit must be a whole number from 1 to 1000.")
-            }),
+            Some(v) => {
+                v.parse::<usize>().ok().filter(|n| (1..=MAX_LIST_LIMIT).contains(n)).ok_or_else(|| {
+                    ApiError::bad_request("invalid_limit", "limit must be a whole number from 1 to 1000.")
+                })
+            }
         }
     }
 }
@@ -263,7 +272,10 @@ fn allow_query(req: &Request, allowed: &[&str]) -> Result<Query, ApiError> {
     let query = req.query_string_parameters();
     for (key, _) in query.iter() {
         if !allowed.contains(&key) {
-            return Err(ApiError::bad_request("invalid_query", format!("Unknown query parameter; accepted here: {allowed:?}.")));
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("Unknown query parameter; accepted here: {allowed:?}."),
+            ));
         }
         if query.all(key).is_some_and(|v| v.len() > 1) {
             return Err(ApiError::bad_request("invalid_query", "A query parameter was repeated."));
@@ -317,7 +329,9 @@ fn describe_json_error(e: &serde_json::Error) -> String {
             for prefix in ["missing field", "duplicate field", "unknown field"] {
                 if let Some(rest) = text.strip_prefix(prefix) {
                     let field: String = rest.split('`').nth(1).unwrap_or("").chars().take(64).collect();
-                    return format!("The request body has a {prefix} `{field}`; accepted fields: name, value, scope, expiresAt, clientId.");
+                    return format!(
+                        "The request body has a {prefix} `{field}`; accepted fields: name, value, scope, expiresAt, clientId."
+                    );
                 }
             }
             format!(
@@ -332,7 +346,10 @@ fn describe_json_error(e: &serde_json::Error) -> String {
 fn parse_put(req: &Request) -> Result<PutSecret, ApiError> {
     let bytes = body_bytes(req);
     if bytes.len() > MAX_BODY_BYTES {
-        return Err(ApiError::PayloadTooLarge { code: "body_too_large", message: "The request body is larger than 1 MiB.".into() });
+        return Err(ApiError::PayloadTooLarge {
+            code: "body_too_large",
+            message: "The request body is larger than 1 MiB.".into(),
+        });
     }
     if !is_json_content_type(req) {
         return Err(ApiError::UnsupportedMediaType);
@@ -343,7 +360,8 @@ fn parse_put(req: &Request) -> Result<PutSecret, ApiError> {
     if std::str::from_utf8(bytes).is_err() {
         return Err(ApiError::bad_request("invalid_json", "The request body is not valid UTF-8."));
     }
-    let body: PutBody = serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request("invalid_json", describe_json_error(&e)))?;
+    let body: PutBody =
+        serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request("invalid_json", describe_json_error(&e)))?;
     validate_name(&body.name)?;
     let value_len = body.value.expose_secret().len();
     if value_len == 0 {
@@ -427,10 +445,16 @@ pub fn error_response(e: &ApiError, op: Operation) -> Response<Body> {
             h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"token-vault\""));
         }
         ApiError::Unauthorized { .. } => {
-            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"token-vault\", error=\"invalid_token\""));
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"token-vault\", error=\"invalid_token\""),
+            );
         }
         ApiError::Forbidden { code: "insufficient_scope", .. } => {
-            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"token-vault\", error=\"insufficient_scope\""));
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"token-vault\", error=\"insufficient_scope\""),
+            );
         }
         ApiError::Unavailable(_) => {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

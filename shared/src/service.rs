@@ -75,7 +75,10 @@ pub struct Vault {
 
 impl std::fmt::Debug for Vault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Vault").field("store", &self.store).field("master_key", &self.master_key).finish_non_exhaustive()
+        f.debug_struct("Vault")
+            .field("store", &self.store)
+            .field("master_key", &self.master_key)
+            .finish_non_exhaustive()
     }
 }
 
@@ -114,7 +117,10 @@ impl Vault {
                     fresh
                 } else {
                     // Another writer created it first: use theirs, never ours.
-                    self.store.get_salt(org_id).await?.ok_or_else(|| ApiError::internal("organization salt vanished"))?
+                    self.store
+                        .get_salt(org_id)
+                        .await?
+                        .ok_or_else(|| ApiError::internal("organization salt vanished"))?
                 }
             }
             None => return Err(ApiError::Integrity("organization has no key salt".into())),
@@ -140,17 +146,34 @@ impl Vault {
     }
 
     /// Records a refused or failed attempt. Best effort: the caller is refused either way.
-    async fn record_failure(&self, kind: EventKind, p: &Principal, meta: &RequestMeta, name: &str, owner: Option<&Owner>, err: &ApiError) {
-        let item = Self::event(kind, p, meta, name, owner, err.code()).to_item(OffsetDateTime::now_utc(), self.audit_retention_days);
+    async fn record_failure(
+        &self,
+        kind: EventKind,
+        p: &Principal,
+        meta: &RequestMeta,
+        name: &str,
+        owner: Option<&Owner>,
+        err: &ApiError,
+    ) {
+        let item = Self::event(kind, p, meta, name, owner, err.code())
+            .to_item(OffsetDateTime::now_utc(), self.audit_retention_days);
         match tokio::time::timeout(self.audit_timeout, self.store.put_audit(item)).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %crate::error::chain(&e), event = kind.as_str(), "could not record audit event"),
+            Ok(Err(e)) => {
+                tracing::error!(error = %crate::error::chain(&e), event = kind.as_str(), "could not record audit event")
+            }
             Err(_) => tracing::error!(event = kind.as_str(), "timed out recording audit event"),
         }
     }
 
     /// Applies a policy decision, auditing a refusal.
-    async fn allowed<T>(&self, decision: Result<T, ApiError>, p: &Principal, meta: &RequestMeta, name: &str) -> Result<T, ApiError> {
+    async fn allowed<T>(
+        &self,
+        decision: Result<T, ApiError>,
+        p: &Principal,
+        meta: &RequestMeta,
+        name: &str,
+    ) -> Result<T, ApiError> {
         match decision {
             Ok(v) => Ok(v),
             Err(e) => {
@@ -180,16 +203,20 @@ impl Vault {
                 version: 1,
                 envelope: Some(envelope.clone()),
             };
-            let audit = |kind| Self::event(kind, p, meta, &input.name, Some(&owner), "success").to_item(now, self.audit_retention_days);
+            let audit = |kind| {
+                Self::event(kind, p, meta, &input.name, Some(&owner), "success").to_item(now, self.audit_retention_days)
+            };
             let ts = now.unix_timestamp();
             match self.store.create_secret(&p.org_id, &secret, audit(EventKind::Created), ts).await? {
                 Mutation::Applied => return Ok(PutAction::Created),
                 Mutation::Contended => {}
-                Mutation::ConditionFailed => match self.store.update_secret(&p.org_id, &secret, audit(EventKind::Updated), ts).await? {
-                    Mutation::Applied => return Ok(PutAction::Updated),
-                    // Deleted or expired in between, or contended: start over.
-                    Mutation::ConditionFailed | Mutation::Contended => {}
-                },
+                Mutation::ConditionFailed => {
+                    match self.store.update_secret(&p.org_id, &secret, audit(EventKind::Updated), ts).await? {
+                        Mutation::Applied => return Ok(PutAction::Updated),
+                        // Deleted or expired in between, or contended: start over.
+                        Mutation::ConditionFailed | Mutation::Contended => {}
+                    }
+                }
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_millis(200));
@@ -198,7 +225,13 @@ impl Vault {
     }
 
     /// Reads a secret's value: the caller's own, else its client's app-level one.
-    pub async fn get_secret(&self, meta: &RequestMeta, p: &Principal, name: &str, client_id: Option<&str>) -> Result<SecretWithValue, ApiError> {
+    pub async fn get_secret(
+        &self,
+        meta: &RequestMeta,
+        p: &Principal,
+        name: &str,
+        client_id: Option<&str>,
+    ) -> Result<SecretWithValue, ApiError> {
         let owners = self.allowed(policy::read_owners(p, client_id), p, meta, name).await?;
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let candidates = match owners.as_slice() {
@@ -248,12 +281,19 @@ impl Vault {
     }
 
     /// Deletes a live secret.
-    pub async fn delete_secret(&self, meta: &RequestMeta, p: &Principal, name: &str, client_id: Option<&str>) -> Result<(), ApiError> {
+    pub async fn delete_secret(
+        &self,
+        meta: &RequestMeta,
+        p: &Principal,
+        name: &str,
+        client_id: Option<&str>,
+    ) -> Result<(), ApiError> {
         let owner = self.allowed(policy::mutation_owner(p, client_id), p, meta, name).await?;
         let mut backoff = Duration::from_millis(5);
         for _ in 0..MAX_WRITE_ATTEMPTS {
             let now = OffsetDateTime::now_utc();
-            let audit = Self::event(EventKind::Deleted, p, meta, name, Some(&owner), "success").to_item(now, self.audit_retention_days);
+            let audit = Self::event(EventKind::Deleted, p, meta, name, Some(&owner), "success")
+                .to_item(now, self.audit_retention_days);
             match self.store.delete_secret(&p.org_id, &owner, name, audit, now.unix_timestamp()).await? {
                 Mutation::Applied => return Ok(()),
                 Mutation::ConditionFailed => return Err(ApiError::NotFound),

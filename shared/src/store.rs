@@ -184,7 +184,13 @@ impl Store {
     }
 
     /// Creates a secret where none lives (absent, or present but expired), with its audit event.
-    pub async fn create_secret(&self, org_id: &str, secret: &SecretItem, audit: Item, now: i64) -> Result<Mutation, ApiError> {
+    pub async fn create_secret(
+        &self,
+        org_id: &str,
+        secret: &SecretItem,
+        audit: Item,
+        now: i64,
+    ) -> Result<Mutation, ApiError> {
         let env = secret.envelope.as_ref().ok_or_else(|| ApiError::internal("create without an envelope"))?;
         let mut item = Item::new();
         item.insert(schema::PK.into(), s(partition_key(org_id, &secret.owner)));
@@ -216,7 +222,13 @@ impl Store {
     }
 
     /// Replaces a live secret's value, scope and expiry (keeping `createdAt`), with its audit event.
-    pub async fn update_secret(&self, org_id: &str, secret: &SecretItem, audit: Item, now: i64) -> Result<Mutation, ApiError> {
+    pub async fn update_secret(
+        &self,
+        org_id: &str,
+        secret: &SecretItem,
+        audit: Item,
+        now: i64,
+    ) -> Result<Mutation, ApiError> {
         let env = secret.envelope.as_ref().ok_or_else(|| ApiError::internal("update without an envelope"))?;
         let mut set = vec![
             "#scope = :scope",
@@ -260,7 +272,14 @@ impl Store {
     }
 
     /// Deletes a live secret, with its audit event.
-    pub async fn delete_secret(&self, org_id: &str, owner: &Owner, name: &str, audit: Item, now: i64) -> Result<Mutation, ApiError> {
+    pub async fn delete_secret(
+        &self,
+        org_id: &str,
+        owner: &Owner,
+        name: &str,
+        audit: Item,
+        now: i64,
+    ) -> Result<Mutation, ApiError> {
         let delete = Delete::builder()
             .table_name(&self.secrets_table)
             .key(schema::PK, s(partition_key(org_id, owner)))
@@ -319,7 +338,8 @@ impl Store {
     ) -> Result<(Vec<SecretItem>, bool), ApiError> {
         let pk = partition_key(org_id, owner);
         let mut found = Vec::new();
-        let mut start: Option<Item> = after.map(|name| HashMap::from([(schema::PK.into(), s(&pk)), (schema::SK.into(), s(name))]));
+        let mut start: Option<Item> =
+            after.map(|name| HashMap::from([(schema::PK.into(), s(&pk)), (schema::SK.into(), s(name))]));
         loop {
             let want = limit - found.len();
             let out = self
@@ -409,7 +429,8 @@ mod tests {
 
     #[test]
     fn partition_keys_are_injective() {
-        let ids = ["a", "b", "a#b", "a%23b", "a%b", "#", "%", "%25", "auth0|123", "a/b", "org#x#app#y", "", "user", "app"];
+        let ids =
+            ["a", "b", "a#b", "a%23b", "a%b", "#", "%", "%25", "auth0|123", "a/b", "org#x#app#y", "", "user", "app"];
         let mut seen = HashMap::new();
         for org in ids {
             for id in ids {

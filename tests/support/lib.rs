@@ -1,1 +1,370 @@
+//! Test support: a real vault (the shared crate's handlers) over a real DynamoDB-compatible server
+//! (dynoxide, in-process, on a free loopback port), requests shaped as API Gateway HTTP API v2 events,
+//! development tokens, direct table access for tampering, and captured log output.
+//!
+//! Test support fails loudly: a setup step that cannot complete panics with what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde_json::{Value, json};
+use token_vault::config::Config;
+use token_vault::{Operation, Vault};
+use vault_dev::{LocalDynamo, create_tables, local_client};
+
+pub const HS256_SECRET: &str = "integration-test-hs256-secret-0123456789";
+pub const MASTER_KEY: &str = "4f1c2b3a5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708";
+pub const ISSUER: &str = "https://vault.local/";
+pub const AUDIENCE: &str = "token-vault";
+pub const SECRETS_TABLE: &str = "vault-secrets";
+pub const AUDIT_TABLE: &str = "vault-audit";
+
+pub type Item = HashMap<String, AttributeValue>;
+
+/// Every log line the vault wrote during this test binary, as one string.
+pub fn logs() -> String {
+    let buf = log_buffer().lock().unwrap_or_else(|e| e.into_inner());
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
+    static BUF: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    BUF.get_or_init(|| Arc::new(Mutex::new(Vec::new())))
+}
+
+#[derive(Clone)]
+struct Capture;
+
+impl std::io::Write for Capture {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        log_buffer().lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Sends the vault's tracing output (JSON, debug level) to the capture buffer, once per binary.
+pub fn capture_logs() {
+    static INIT: OnceLock<()> = OnceLock::new();
+    INIT.get_or_init(|| {
+        let _ = tracing_subscriber::fmt()
+            .json()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_current_span(true)
+            .with_span_list(true)
+            .with_writer(|| Capture)
+            .try_init();
+    });
+}
+
+/// A config as the functions would read it from their environment, with `overrides` applied.
+pub fn config(overrides: &[(&str, &str)]) -> Config {
+    let mut env: HashMap<String, String> = [
+        ("VAULT_MASTER_KEY", MASTER_KEY),
+        ("VAULT_JWT_HS256_SECRET", HS256_SECRET),
+        ("VAULT_SECRETS_TABLE", SECRETS_TABLE),
+        ("VAULT_AUDIT_TABLE", AUDIT_TABLE),
+        ("VAULT_AUDIT_TIMEOUT_MS", "1500"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (k, v) in overrides {
+        env.insert(k.to_string(), v.to_string());
+    }
+    Config::from_lookup(|k| env.get(k).cloned()).expect("test config is valid")
+}
+
+/// A reply from the vault.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    pub body: String,
+    pub json: Value,
+}
+
+impl Reply {
+    pub fn code(&self) -> &str {
+        self.json["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+/// One request to send.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub method: &'static str,
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<String>,
+    /// Whether API Gateway filled `pathParameters` (a function-URL style call does not).
+    pub path_params: bool,
+}
+
+impl Call {
+    pub fn new(method: &'static str, path: &str) -> Self {
+        Self { method, path: path.into(), query: vec![], headers: vec![], body: None, path_params: true }
+    }
+    pub fn token(mut self, token: &str) -> Self {
+        self.headers.push(("authorization".into(), format!("Bearer {token}")));
+        self
+    }
+    pub fn header(mut self, k: &str, v: &str) -> Self {
+        self.headers.push((k.to_ascii_lowercase(), v.into()));
+        self
+    }
+    pub fn query(mut self, k: &str, v: &str) -> Self {
+        self.query.push((k.into(), v.into()));
+        self
+    }
+    pub fn json(mut self, body: &Value) -> Self {
+        self.body = Some(body.to_string());
+        self.headers.push(("content-type".into(), "application/json".into()));
+        self
+    }
+    pub fn raw_body(mut self, body: &str) -> Self {
+        self.body = Some(body.into());
+        self
+    }
+    pub fn without_path_params(mut self) -> Self {
+        self.path_params = false;
+        self
+    }
+
+    /// The operation API Gateway's routes send this request to.
+    pub fn operation(&self) -> Operation {
+        let is_item = self.path.trim_end_matches('/') != "/vault/secrets";
+        match (self.method, is_item) {
+            ("POST", _) => Operation::Create,
+            ("DELETE", _) => Operation::Delete,
+            (_, true) => Operation::Get,
+            (_, false) => Operation::List,
+        }
+    }
+
+    /// The API Gateway HTTP API (payload v2) event for this request.
+    pub fn event(&self) -> Value {
+        let is_item = self.operation() == Operation::Get || self.operation() == Operation::Delete;
+        let route = if is_item { "/vault/secrets/{name}" } else { "/vault/secrets" };
+        let mut headers = serde_json::Map::new();
+        for (k, v) in &self.headers {
+            // API Gateway joins repeated headers with commas.
+            let joined = match headers.get(k).and_then(Value::as_str) {
+                Some(prev) => format!("{prev},{v}"),
+                None => v.clone(),
+            };
+            headers.insert(k.clone(), json!(joined));
+        }
+        headers.entry("user-agent").or_insert(json!("vault-tests/1.0"));
+        let mut query = serde_json::Map::new();
+        for (k, v) in &self.query {
+            let joined = match query.get(k).and_then(Value::as_str) {
+                Some(prev) => format!("{prev},{v}"),
+                None => v.clone(),
+            };
+            query.insert(k.clone(), json!(joined));
+        }
+        let raw_query: Vec<String> = self.query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut event = json!({
+            "version": "2.0",
+            "routeKey": format!("{} {route}", self.method),
+            "rawPath": self.path,
+            "rawQueryString": raw_query.join("&"),
+            "headers": headers,
+            "requestContext": {
+                "accountId": "123456789012", "apiId": "test", "domainName": "vault.test", "domainPrefix": "vault",
+                "http": {"method": self.method, "path": self.path, "protocol": "HTTP/1.1",
+                         "sourceIp": "203.0.113.7", "userAgent": headers.get("user-agent").cloned().unwrap_or(Value::Null)},
+                "requestId": format!("req-{}", rand_id()), "routeKey": format!("{} {route}", self.method),
+                "stage": "$default", "time": "28/Nov/2026:12:00:00 +0000", "timeEpoch": 0
+            },
+            "isBase64Encoded": false
+        });
+        if !query.is_empty() {
+            event["queryStringParameters"] = Value::Object(query);
+        }
+        if is_item && self.path_params {
+            let name = self.path.strip_prefix("/vault/secrets/").unwrap_or("");
+            event["pathParameters"] = json!({"name": name});
+        }
+        if let Some(body) = &self.body {
+            event["body"] = json!(body);
+        }
+        event
+    }
+}
+
+fn rand_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A vault over its own fresh dynoxide server.
+#[derive(Debug)]
+pub struct TestVault {
+    pub dynamo: Option<LocalDynamo>,
+    pub endpoint: String,
+    pub client: Client,
+    pub vault: Vault,
+}
+
+impl TestVault {
+    /// Starts a server, creates the tables, and builds a vault with the test configuration.
+    pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    pub async fn start_with(overrides: &[(&str, &str)]) -> Self {
+        capture_logs();
+        let dynamo = LocalDynamo::start_in_memory().await.expect("dynoxide starts");
+        let endpoint = dynamo.endpoint();
+        let client = local_client(&endpoint).await;
+        create_tables(&client, SECRETS_TABLE, AUDIT_TABLE).await.expect("tables are created");
+        let vault = Vault::new(config(overrides), client.clone()).await.expect("vault builds");
+        Self { dynamo: Some(dynamo), endpoint, client, vault }
+    }
+
+    /// Another vault over the same server (a second container, or one with other settings).
+    pub async fn sibling(&self, overrides: &[(&str, &str)]) -> Vault {
+        Vault::new(config(overrides), self.client.clone()).await.expect("vault builds")
+    }
+
+    pub async fn send(&self, call: Call) -> Reply {
+        send_to(&self.vault, call).await
+    }
+
+    /// Reads every audit event of `org_id` (today's and yesterday's partitions), oldest first.
+    pub async fn audit(&self, org_id: &str) -> Vec<Item> {
+        let today = time::OffsetDateTime::now_utc();
+        let mut out = Vec::new();
+        for day in [today - time::Duration::days(1), today] {
+            let pk = format!("{}#{:04}-{:02}-{:02}", org_id, day.year(), u8::from(day.month()), day.day());
+            let mut start = None;
+            loop {
+                let page = self
+                    .client
+                    .query()
+                    .table_name(AUDIT_TABLE)
+                    .key_condition_expression("pk = :pk")
+                    .expression_attribute_values(":pk", AttributeValue::S(pk.clone()))
+                    .set_exclusive_start_key(start)
+                    .send()
+                    .await
+                    .expect("audit query");
+                out.extend(page.items().iter().cloned());
+                start = page.last_evaluated_key;
+                if start.is_none() {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    /// The event names recorded for `org_id`, oldest first.
+    pub async fn audit_events(&self, org_id: &str) -> Vec<String> {
+        self.audit(org_id).await.iter().map(|i| s(i, "event")).collect()
+    }
+
+    /// Every item of the secrets table, read directly (test inspection only).
+    pub async fn all_secret_items(&self) -> Vec<Item> {
+        self.client.scan().table_name(SECRETS_TABLE).send().await.expect("scan").items.unwrap_or_default()
+    }
+
+    /// Every item of the audit table, read directly (test inspection only).
+    pub async fn all_audit_items(&self) -> Vec<Item> {
+        self.client.scan().table_name(AUDIT_TABLE).send().await.expect("scan").items.unwrap_or_default()
+    }
+
+    pub async fn secret_item(&self, pk: &str, name: &str) -> Option<Item> {
+        self.client
+            .get_item()
+            .table_name(SECRETS_TABLE)
+            .key("pk", AttributeValue::S(pk.into()))
+            .key("sk", AttributeValue::S(name.into()))
+            .send()
+            .await
+            .expect("get_item")
+            .item
+    }
+
+    pub async fn put_secret_item(&self, item: Item) {
+        self.client.put_item().table_name(SECRETS_TABLE).set_item(Some(item)).send().await.expect("put_item");
+    }
+}
+
+/// Sends `call` through the real handler of its operation.
+pub async fn send_to(vault: &Vault, call: Call) -> Reply {
+    let op = call.operation();
+    let req = lambda_http::request::from_str(&call.event().to_string()).expect("event parses");
+    let resp = token_vault::http::handle(vault, op, req).await;
+    let status = resp.status().as_u16();
+    let headers =
+        resp.headers().iter().map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned())).collect();
+    let body = match resp.body() {
+        lambda_http::Body::Text(t) => t.clone(),
+        lambda_http::Body::Binary(b) => String::from_utf8_lossy(b).into_owned(),
+        _ => String::new(),
+    };
+    let json = serde_json::from_str(&body).unwrap_or(Value::Null);
+    Reply { status, headers, body, json }
+}
+
+pub fn s(item: &Item, key: &str) -> String {
+    item.get(key).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default()
+}
+
+fn sign(claims: &Value) -> String {
+    vault_dev::sign_hs256(HS256_SECRET.as_bytes(), claims).expect("token signs")
+}
+
+/// A machine-to-machine token.
+pub fn m2m(org: &str, client: &str) -> String {
+    m2m_scoped(org, client, "")
+}
+
+pub fn m2m_scoped(org: &str, client: &str, scope: &str) -> String {
+    sign(&vault_dev::m2m_claims(ISSUER, AUDIENCE, org, client, scope, 600))
+}
+
+/// A user token.
+pub fn user(org: &str, client: &str, user_id: &str) -> String {
+    user_scoped(org, client, user_id, "")
+}
+
+pub fn user_scoped(org: &str, client: &str, user_id: &str, scope: &str) -> String {
+    sign(&vault_dev::user_claims(ISSUER, AUDIENCE, org, client, user_id, scope, 600))
+}
+
+/// An organization admin's M2M token.
+pub fn admin(org: &str, client: &str) -> String {
+    m2m_scoped(org, client, "vault:admin")
+}
+
+/// Signs arbitrary claims with the test secret.
+pub fn token_with(claims: &Value) -> String {
+    sign(claims)
+}
+
+pub fn put(token: &str, body: Value) -> Call {
+    Call::new("POST", "/vault/secrets").token(token).json(&body)
+}
+
+pub fn get(token: &str, name: &str) -> Call {
+    Call::new("GET", &format!("/vault/secrets/{name}")).token(token)
+}
+
+pub fn list(token: &str) -> Call {
+    Call::new("GET", "/vault/secrets").token(token)
+}
+
+pub fn delete(token: &str, name: &str) -> Call {
+    Call::new("DELETE", &format!("/vault/secrets/{name}")).token(token)
+}
