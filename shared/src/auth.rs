@@ -104,6 +104,7 @@ struct Jwks {
     http: reqwest::Client,
     keys: RwLock<HashMap<String, (DecodingKey, Algorithm)>>,
     last_fetch: Mutex<Option<Instant>>,
+    min_refresh: Duration,
 }
 
 impl TokenVerifier {
@@ -120,8 +121,13 @@ impl TokenVerifier {
                     .connect_timeout(Duration::from_secs(2))
                     .build()
                     .map_err(ApiError::internal)?;
-                let jwks =
-                    Jwks { url: url.clone(), http, keys: RwLock::new(HashMap::new()), last_fetch: Mutex::new(None) };
+                let jwks = Jwks {
+                    url: url.clone(),
+                    http,
+                    keys: RwLock::new(HashMap::new()),
+                    last_fetch: Mutex::new(None),
+                    min_refresh: config.jwks_min_refresh,
+                };
                 jwks.refresh(true).await;
                 Keys::Jwks(jwks)
             }
@@ -236,10 +242,10 @@ impl Jwks {
         self.keys.read().await.get(kid).cloned()
     }
 
-    /// Fetches the key set, at most once per [`JWKS_REFRESH_INTERVAL`] unless `force`.
+    /// Fetches the key set, at most once per `min_refresh` (one minute) unless `force` (cold start).
     async fn refresh(&self, force: bool) {
         let mut last = self.last_fetch.lock().await;
-        if !force && last.is_some_and(|t| t.elapsed() < JWKS_REFRESH_INTERVAL) {
+        if !force && last.is_some_and(|t| t.elapsed() < self.min_refresh) {
             return;
         }
         *last = Some(Instant::now());
@@ -302,6 +308,7 @@ mod tests {
             issuer: "https://issuer.test/".into(),
             audience: "token-vault".into(),
             keys: JwtKeySource::Hs256 { secret: SecretBox::new(Box::new(SECRET.as_bytes().to_vec())) },
+            jwks_min_refresh: JWKS_REFRESH_INTERVAL,
         })
         .await
         .unwrap()

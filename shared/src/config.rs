@@ -41,6 +41,8 @@ pub struct JwtConfig {
     pub issuer: String,
     pub audience: String,
     pub keys: JwtKeySource,
+    /// Shortest time between two JWKS fetches (one minute; shorter only in tests).
+    pub jwks_min_refresh: Duration,
 }
 
 /// Everything a function needs, from the environment.
@@ -138,6 +140,7 @@ impl Config {
                 issuer: get("VAULT_JWT_ISSUER").unwrap_or_else(|| DEFAULT_ISSUER.into()),
                 audience: get("VAULT_JWT_AUDIENCE").unwrap_or_else(|| DEFAULT_AUDIENCE.into()),
                 keys,
+                jwks_min_refresh: crate::auth::JWKS_REFRESH_INTERVAL,
             },
             audit_retention_days,
             audit_timeout,
