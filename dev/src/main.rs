@@ -25,6 +25,7 @@ async fn run() -> Result<(), String> {
     let hs256 = env("VAULT_JWT_HS256_SECRET")?;
     let issuer = std::env::var("VAULT_JWT_ISSUER").unwrap_or_else(|_| DEFAULT_ISSUER.into());
     let audience = std::env::var("VAULT_JWT_AUDIENCE").unwrap_or_else(|_| DEFAULT_AUDIENCE.into());
+    let api = format!("http://127.0.0.1:{}", std::env::var("VAULT_LOCAL_API_PORT").unwrap_or_else(|_| "9000".into()));
 
     if let Some(dir) = std::path::Path::new(&db_path).parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
@@ -53,13 +54,14 @@ async fn run() -> Result<(), String> {
     println!();
     println!("Try:");
     println!(
-        "  curl -s -X POST http://127.0.0.1:9000/vault/secrets -H \"Authorization: Bearer $M2M_TOKEN\" \\\n    -H 'Content-Type: application/json' -d '{{\"name\":\"openai_api_key\",\"value\":\"sk-example\"}}'"
+        "  curl -s -X POST {api}/vault/secrets -H \"Authorization: Bearer $M2M_TOKEN\" \\\n    -H 'Content-Type: application/json' -d '{{\"name\":\"openai_api_key\",\"value\":\"sk-example\"}}'"
     );
-    println!("  curl -s http://127.0.0.1:9000/vault/secrets/openai_api_key -H \"Authorization: Bearer $M2M_TOKEN\"");
-    println!("  curl -s http://127.0.0.1:9000/vault/secrets -H \"Authorization: Bearer $USER_TOKEN\"");
+    println!("  curl -s {api}/vault/secrets/openai_api_key -H \"Authorization: Bearer $M2M_TOKEN\"");
+    println!("  curl -s {api}/vault/secrets -H \"Authorization: Bearer $USER_TOKEN\"");
     if let Ok(path) = std::env::var("VAULT_LOCAL_TOKENS_FILE") {
         let body = format!("M2M_TOKEN={m2m}\nUSER_TOKEN={user}\nADMIN_TOKEN={admin}\n");
         std::fs::write(&path, body).map_err(|e| format!("writing {path}: {e}"))?;
+        println!("(The tokens are also in {path}: `source {path}`.)");
     }
     server.wait().await
 }

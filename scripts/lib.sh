@@ -1,0 +1,79 @@
+# Shared by scripts/dev, scripts/test and .ci/run. Sourced, not run.
+# Every tool the project needs is installed here from the package registries; nothing is assumed.
+
+# Pinned tool versions (PyPI).
+CARGO_LAMBDA_VERSION="1.9.2"
+SAM_CLI_VERSION="1.170.0"
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export SAM_CLI_TELEMETRY=0
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+pip_install() {
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "$@"
+}
+
+# cargo-lambda from PyPI (a prebuilt binary with the zig that `cargo lambda build` needs).
+ensure_cargo_lambda() {
+  if ! cargo lambda --version 2>/dev/null | grep -q "cargo-lambda ${CARGO_LAMBDA_VERSION}"; then
+    log "installing cargo-lambda ${CARGO_LAMBDA_VERSION} (PyPI)"
+    pip_install "cargo-lambda==${CARGO_LAMBDA_VERSION}"
+    hash -r
+  fi
+  cargo lambda --version >/dev/null 2>&1 || die "cargo lambda is not on PATH after installing it (is pip's bin directory on PATH?)"
+}
+
+# AWS SAM CLI from PyPI (brings cfn-lint for `sam validate --lint`).
+ensure_sam() {
+  if ! sam --version 2>/dev/null | grep -q "${SAM_CLI_VERSION}"; then
+    log "installing aws-sam-cli ${SAM_CLI_VERSION} (PyPI)"
+    pip_install "aws-sam-cli==${SAM_CLI_VERSION}"
+    hash -r
+  fi
+  sam --version >/dev/null 2>&1 || die "sam is not on PATH after installing it"
+}
+
+# Development configuration, generated once and kept in .local/dev.env (git-ignored) so that restarts
+# keep opening the secrets stored in .local. Values already in the environment win.
+load_dev_env() {
+  mkdir -p "$ROOT/.local"
+  local file="$ROOT/.local/dev.env"
+  if [ ! -f "$file" ]; then
+    umask 077
+    {
+      echo "VAULT_MASTER_KEY=$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
+      echo "VAULT_JWT_HS256_SECRET=$(python3 -c 'import secrets; print(secrets.token_urlsafe(48))')"
+    } > "$file"
+  fi
+  local saved_key="${VAULT_MASTER_KEY:-}" saved_hs="${VAULT_JWT_HS256_SECRET:-}"
+  set -a
+  # shellcheck disable=SC1090
+  . "$file"
+  set +a
+  [ -n "$saved_key" ] && export VAULT_MASTER_KEY="$saved_key"
+  [ -n "$saved_hs" ] && export VAULT_JWT_HS256_SECRET="$saved_hs"
+  export VAULT_JWT_ISSUER="${VAULT_JWT_ISSUER:-https://vault.local/}"
+  export VAULT_JWT_AUDIENCE="${VAULT_JWT_AUDIENCE:-token-vault}"
+  export VAULT_SECRETS_TABLE="${VAULT_SECRETS_TABLE:-token-vault-secrets}"
+  export VAULT_AUDIT_TABLE="${VAULT_AUDIT_TABLE:-token-vault-audit}"
+  export VAULT_LOCAL_DYNAMODB_ADDR="${VAULT_LOCAL_DYNAMODB_ADDR:-127.0.0.1:8000}"
+  export VAULT_LOCAL_DB="${VAULT_LOCAL_DB:-$ROOT/.local/dynamodb.sqlite}"
+  export VAULT_LOCAL_API_PORT="${VAULT_LOCAL_API_PORT:-9000}"
+  # The functions find the local server through the SDK's standard variables; no cloud account is used.
+  export AWS_ENDPOINT_URL_DYNAMODB="http://${VAULT_LOCAL_DYNAMODB_ADDR}"
+  export AWS_REGION="${AWS_REGION:-us-east-1}"
+  export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-local}"
+  export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-local}"
+}
+
+# Waits until something listens on host:port, or fails after $3 seconds.
+wait_for_port() {
+  local host="$1" port="$2" secs="${3:-60}"
+  for _ in $(seq 1 $((secs * 4))); do
+    if (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; then return 0; fi
+    sleep 0.25
+  done
+  return 1
+}

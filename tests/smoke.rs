@@ -1,0 +1,92 @@
+//! End-to-end smoke test over HTTP through `cargo lambda watch`, against the stack `scripts/dev` runs.
+//! Ignored by default: `scripts/test` starts the stack and runs it with `--ignored`, given
+//! `VAULT_SMOKE_URL` (the watch server) and `VAULT_SMOKE_TOKENS` (the tokens file `vault-local` wrote).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+
+fn setting(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} must be set; run this through scripts/test"))
+}
+
+fn tokens() -> HashMap<String, String> {
+    let text = std::fs::read_to_string(setting("VAULT_SMOKE_TOKENS")).unwrap();
+    text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
+}
+
+async fn call(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut req = http.request(method, format!("{}{path}", setting("VAULT_SMOKE_URL")));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let json = resp.json::<Value>().await.unwrap_or(Value::Null);
+    (status, headers, json)
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack; run by scripts/test"]
+async fn the_local_stack_serves_the_api_over_http() {
+    use reqwest::Method;
+    let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(300)).build().unwrap();
+    let tokens = tokens();
+    let (m2m, user) = (&tokens["M2M_TOKEN"], &tokens["USER_TOKEN"]);
+    let name = format!("smoke_{}", time::OffsetDateTime::now_utc().unix_timestamp_nanos());
+
+    let (status, _, body) =
+        call(&http, Method::POST, "/vault/secrets", Some(m2m), Some(json!({"name": name, "value": "sk-smoke"}))).await;
+    assert_eq!((status, &body), (201, &json!({"success": true, "action": "created"})));
+    let (status, headers, body) = call(&http, Method::GET, &format!("/vault/secrets/{name}"), Some(m2m), None).await;
+    assert_eq!((status, &body["value"]), (200, &json!("sk-smoke")));
+    assert_eq!(headers["content-type"], "application/json");
+    // A user of the same client reads the app-level secret, and sees it listed without its value.
+    let (_, _, body) = call(&http, Method::GET, &format!("/vault/secrets/{name}"), Some(user), None).await;
+    assert_eq!(body["value"], "sk-smoke");
+    let (status, _, body) = call(&http, Method::GET, "/vault/secrets?limit=1000", Some(user), None).await;
+    assert_eq!(status, 200);
+    let listed = body["secrets"].as_array().unwrap().iter().find(|s| s["name"] == json!(name)).cloned().unwrap();
+    assert_eq!(listed["ownership"], "app");
+    assert!(listed.get("value").is_none());
+    let (status, _, body) = call(&http, Method::DELETE, &format!("/vault/secrets/{name}"), Some(m2m), None).await;
+    assert_eq!((status, &body["action"]), (200, &json!("deleted")));
+    let (status, _, body) = call(&http, Method::GET, &format!("/vault/secrets/{name}"), Some(m2m), None).await;
+    assert_eq!((status, &body["error"]["code"]), (404, &json!("not_found")));
+    let (status, headers, body) = call(&http, Method::GET, "/vault/secrets", None, None).await;
+    assert_eq!((status, &body["error"]["code"]), (401, &json!("missing_token")));
+    assert!(headers.contains_key("www-authenticate"));
+}
+
+#[test]
+#[ignore = "builds a function binary; run by scripts/test"]
+fn a_function_with_a_bad_master_key_refuses_to_start_with_one_clear_line() {
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(["run", "--quiet", "-p", "get-secret"])
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .env("VAULT_MASTER_KEY", "not-a-key-0123")
+        .env("VAULT_JWT_HS256_SECRET", "smoke-test-secret-0123456789-0123456789")
+        .env("VAULT_SECRETS_TABLE", "s")
+        .env("VAULT_AUDIT_TABLE", "a")
+        .env("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9")
+        .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let logs = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = logs.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{logs}");
+    assert!(lines[0].contains("refusing to start: VAULT_MASTER_KEY is invalid"), "{logs}");
+    assert!(!lines[0].contains("not-a-key-0123"), "the bad key is not echoed");
+}
