@@ -729,3 +729,47 @@ async fn no_value_or_token_reaches_a_log_line() {
     assert!(!logs.contains(&tok), "a token reached the logs");
     assert!(!logs.contains(MASTER_KEY) && !logs.contains(HS256_SECRET), "key material reached the logs");
 }
+
+#[tokio::test]
+async fn admins_list_every_app_secret_of_their_organization_from_the_index() {
+    let t = TestVault::start().await;
+    let adm = admin("org1", "admin-client");
+    for (client, name) in [("client-b", "k2"), ("client-a", "k1"), ("client-b", "k1"), ("client#c", "z")] {
+        let r = t.send(put(&adm, json!({"name": name, "value": "v", "clientId": client, "scope": ["s"]}))).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    t.send(put(&adm, json!({"name": "old", "value": "v", "clientId": "client-a", "expiresAt": future(1)}))).await;
+    t.send(put(&user("org1", "client-a", "u1"), json!({"name": "personal", "value": "v"}))).await;
+    t.send(put(&m2m("org2", "client-a"), json!({"name": "elsewhere", "value": "v"}))).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+
+    let mut seen = Vec::new();
+    let mut next: Option<String> = None;
+    for _ in 0..5 {
+        let mut call = list(&adm).query("all", "true").query("limit", "2");
+        if let Some(n) = &next {
+            call = call.query("nextToken", n);
+        }
+        let r = t.send(call).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        for s in r.json["secrets"].as_array().unwrap() {
+            assert!(s.get("value").is_none());
+            assert_eq!(s["ownership"], "app");
+            assert_eq!(s["scope"], json!(["s"]));
+            seen.push(format!("{}/{}", s["clientId"].as_str().unwrap(), s["name"].as_str().unwrap()));
+        }
+        next = r.json["nextToken"].as_str().map(str::to_owned);
+        if next.is_none() {
+            break;
+        }
+    }
+    assert_eq!(seen, ["client#c/z", "client-a/k1", "client-b/k1", "client-b/k2"]);
+
+    assert_error(&t.send(list(&m2m("org1", "client-a")).query("all", "true")).await, 403, "forbidden");
+    assert_error(&t.send(list(&adm).query("all", "yes")).await, 400, "invalid_query");
+    assert_error(&t.send(list(&adm).query("all", "true").query("clientId", "client-a")).await, 400, "invalid_query");
+    // A cursor from one kind of listing is refused by the other.
+    let r = t.send(list(&adm).query("all", "true").query("limit", "1")).await;
+    let token = r.json["nextToken"].as_str().unwrap();
+    assert_error(&t.send(list(&adm).query("nextToken", token)).await, 400, "invalid_next_token");
+}

@@ -18,7 +18,7 @@ use tracing::Instrument;
 
 use crate::audit::RequestMeta;
 use crate::error::ApiError;
-use crate::service::{Cursor, ListPage, PutAction, PutSecret, SecretWithValue, Vault};
+use crate::service::{Cursor, ListPage, ListTarget, PutAction, PutSecret, SecretWithValue, Vault};
 use crate::store::SecretItem;
 
 /// Largest request body accepted.
@@ -125,11 +125,19 @@ async fn dispatch(vault: &Vault, op: Operation, meta: &RequestMeta, req: Request
             Ok(secret_response(&secret))
         }
         Operation::List => {
-            let query = allow_query(&req, &["clientId", "limit", "nextToken"])?;
-            let client_id = query.client_id()?;
+            let query = allow_query(&req, &["clientId", "limit", "nextToken", "all"])?;
+            let target = match (query.client_id()?, query.get("all")) {
+                (None, None) => ListTarget::Own,
+                (Some(client), None) => ListTarget::Client(client),
+                (None, Some("true")) => ListTarget::Organization,
+                (None, Some(_)) => return Err(ApiError::bad_request("invalid_query", "all must be true when given.")),
+                (Some(_), Some(_)) => {
+                    return Err(ApiError::bad_request("invalid_query", "Give either clientId or all=true, not both."));
+                }
+            };
             let limit = query.limit()?;
             let cursor = query.get("nextToken").map(decode_cursor).transpose()?;
-            let page = vault.list_secrets(meta, &principal, client_id.as_deref(), limit, cursor).await?;
+            let page = vault.list_secrets(meta, &principal, target, limit, cursor).await?;
             Ok(json_response(StatusCode::OK, &list_body(&page)))
         }
         Operation::Delete => {
@@ -392,6 +400,9 @@ fn decode_cursor(token: &str) -> Result<Cursor, ApiError> {
     if let Some(after) = &cursor.after {
         validate_name(after).map_err(|_| bad())?;
     }
+    if let Some(client) = &cursor.client {
+        validate_client_id(client).map_err(|_| bad())?;
+    }
     Ok(cursor)
 }
 
@@ -509,7 +520,7 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_reject_tampering() {
-        let c = Cursor { owner: 1, after: Some("abc".into()) };
+        let c = Cursor { owner: 1, after: Some("abc".into()), client: Some("client#1".into()) };
         assert_eq!(decode_cursor(&encode_cursor(&c)).unwrap(), c);
         for bad in ["", "!!!", &URL_SAFE_NO_PAD.encode(b"{\"o\":0,\"a\":\"../x\"}"), &URL_SAFE_NO_PAD.encode(b"[]")] {
             assert_eq!(decode_cursor(bad).unwrap_err().code(), "invalid_next_token");

@@ -70,6 +70,15 @@ pub fn read_owners(p: &Principal, client_id: Option<&str>) -> Result<Vec<Owner>,
     }
 }
 
+/// Listing every app-level secret of the organization is for admins only.
+pub fn org_listing(p: &Principal) -> Result<(), ApiError> {
+    if p.admin {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden("forbidden", "Only organization admins (vault:admin) may list the whole organization."))
+    }
+}
+
 /// A secret with a non-empty scope list is returned only to tokens holding at least one of its scopes.
 pub fn check_scope(p: &Principal, secret_scope: &[String]) -> Result<(), ApiError> {
     if secret_scope.is_empty() || secret_scope.iter().any(|s| p.scopes.contains(s)) {
@@ -124,6 +133,7 @@ mod tests {
         for p in [m2m(), user()] {
             assert_eq!(mutation_owner(&p, Some("client-b")).unwrap_err().status(), 403);
             assert_eq!(read_owners(&p, Some("client-b")).unwrap_err().status(), 403);
+            assert_eq!(org_listing(&p).unwrap_err().status(), 403);
             // Even naming its own client is reserved to admins: the rule is simple and explicit.
             assert_eq!(mutation_owner(&p, Some("client-a")).unwrap_err().status(), 403);
         }
@@ -138,6 +148,7 @@ mod tests {
             for owner in read_owners(&admin, Some("client-b")).unwrap() {
                 assert!(matches!(owner, Owner::App { .. }));
             }
+            assert!(org_listing(&admin).is_ok());
         }
         // An admin user without clientId only reaches its own user-level secret, like any user.
         let admin_user = principal(TokenKind::User { user_id: "admin-user".into() }, true, &[]);

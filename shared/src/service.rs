@@ -47,13 +47,28 @@ pub struct SecretWithValue {
     pub value: SecretString,
 }
 
-/// Where a listing resumes: the index of the owner partition and the last name returned.
+/// Where a listing resumes: the index of the owner partition, the last name returned and, in an
+/// organization-wide listing, the client that name belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Cursor {
     #[serde(rename = "o")]
     pub owner: usize,
     #[serde(rename = "a", default, skip_serializing_if = "Option::is_none")]
     pub after: Option<String>,
+    #[serde(rename = "c", default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+}
+
+/// Whose secrets a listing shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListTarget {
+    /// The caller's own: a user's user-level secrets then its client's app-level ones; an M2M token's
+    /// client's app-level secrets.
+    Own,
+    /// One client's app-level secrets (admins only).
+    Client(String),
+    /// Every app-level secret of the organization, across clients (admins only).
+    Organization,
 }
 
 /// One page of a listing.
@@ -305,19 +320,28 @@ impl Vault {
         Err(ApiError::unavailable("write contention did not settle"))
     }
 
-    /// Lists live secrets without values: the caller's own, then its client's app-level ones.
+    /// Lists live secrets without values.
     pub async fn list_secrets(
         &self,
         meta: &RequestMeta,
         p: &Principal,
-        client_id: Option<&str>,
+        target: ListTarget,
         limit: usize,
         cursor: Option<Cursor>,
     ) -> Result<ListPage, ApiError> {
-        let owners = self.allowed(policy::read_owners(p, client_id), p, meta, "*").await?;
         let now = OffsetDateTime::now_utc().unix_timestamp();
-        let Cursor { owner: start, mut after } = cursor.unwrap_or(Cursor { owner: 0, after: None });
-        if start >= owners.len() {
+        let client_id = match &target {
+            ListTarget::Own => None,
+            ListTarget::Client(c) => Some(c.as_str()),
+            ListTarget::Organization => {
+                self.allowed(policy::org_listing(p), p, meta, "*").await?;
+                return self.list_organization(p, limit, cursor, now).await;
+            }
+        };
+        let owners = self.allowed(policy::read_owners(p, client_id), p, meta, "*").await?;
+        let Cursor { owner: start, mut after, client } =
+            cursor.unwrap_or(Cursor { owner: 0, after: None, client: None });
+        if start >= owners.len() || client.is_some() {
             return Err(ApiError::bad_request("invalid_next_token", "nextToken does not belong to this listing."));
         }
         let mut secrets = Vec::new();
@@ -328,9 +352,9 @@ impl Vault {
             secrets.extend(page);
             if filled {
                 let next = if more {
-                    Some(Cursor { owner: i, after: secrets.last().map(|s| s.name.clone()) })
+                    Some(Cursor { owner: i, after: secrets.last().map(|s| s.name.clone()), client: None })
                 } else if i + 1 < owners.len() {
-                    Some(Cursor { owner: i + 1, after: None })
+                    Some(Cursor { owner: i + 1, after: None, client: None })
                 } else {
                     None
                 };
@@ -338,5 +362,31 @@ impl Vault {
             }
         }
         Ok(ListPage { secrets, next: None })
+    }
+
+    async fn list_organization(
+        &self,
+        p: &Principal,
+        limit: usize,
+        cursor: Option<Cursor>,
+        now: i64,
+    ) -> Result<ListPage, ApiError> {
+        let after = match &cursor {
+            None => None,
+            Some(Cursor { owner: 0, after: Some(name), client: Some(client) }) => {
+                Some((client.as_str(), name.as_str()))
+            }
+            Some(_) => {
+                return Err(ApiError::bad_request("invalid_next_token", "nextToken does not belong to this listing."));
+            }
+        };
+        let (secrets, more) = self.store.list_org_app_secrets(&p.org_id, after, limit, now).await?;
+        let next = match secrets.last() {
+            Some(last) if more => {
+                Some(Cursor { owner: 0, after: Some(last.name.clone()), client: Some(last.owner.id().to_owned()) })
+            }
+            _ => None,
+        };
+        Ok(ListPage { secrets, next })
     }
 }

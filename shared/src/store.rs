@@ -337,18 +337,66 @@ impl Store {
         now: i64,
     ) -> Result<(Vec<SecretItem>, bool), ApiError> {
         let pk = partition_key(org_id, owner);
+        let start = after.map(|name| HashMap::from([(schema::PK.into(), s(&pk)), (schema::SK.into(), s(name))]));
+        let (items, more) = self.query_live(None, schema::PK, pk.clone(), start, limit, now).await?;
+        let secrets = items.iter().map(|item| secret_from_item(owner, item, false)).collect::<Result<_, _>>()?;
+        Ok((secrets, more))
+    }
+
+    /// One page of every live app-level secret of an organization, across its clients, from the `by-org`
+    /// index (metadata only: the index holds no ciphertext), in (client, name) order after `after`.
+    pub async fn list_org_app_secrets(
+        &self,
+        org_id: &str,
+        after: Option<(&str, &str)>,
+        limit: usize,
+        now: i64,
+    ) -> Result<(Vec<SecretItem>, bool), ApiError> {
+        let org_pk = escape(org_id);
+        let start = after.map(|(client_id, name)| {
+            let owner = Owner::App { client_id: client_id.to_owned() };
+            HashMap::from([
+                (schema::ORG_PK.into(), s(&org_pk)),
+                (schema::ORG_SK.into(), s(format!("{}#{name}", escape(client_id)))),
+                (schema::PK.into(), s(partition_key(org_id, &owner))),
+                (schema::SK.into(), s(name)),
+            ])
+        });
+        let (items, more) =
+            self.query_live(Some(schema::ORG_INDEX), schema::ORG_PK, org_pk.clone(), start, limit, now).await?;
+        let secrets = items
+            .iter()
+            .map(|item| {
+                let owner = Owner::App { client_id: get_s(item, "clientId")?.to_owned() };
+                secret_from_item(&owner, item, false)
+            })
+            .collect::<Result<_, _>>()?;
+        Ok((secrets, more))
+    }
+
+    /// Queries one partition of the table or of `index` for up to `limit` live (unexpired) items,
+    /// metadata only, following DynamoDB's pages until the limit is met. Returns whether more may follow.
+    async fn query_live(
+        &self,
+        index: Option<&str>,
+        pk_attr: &str,
+        pk: String,
+        mut start: Option<Item>,
+        limit: usize,
+        now: i64,
+    ) -> Result<(Vec<Item>, bool), ApiError> {
         let mut found = Vec::new();
-        let mut start: Option<Item> =
-            after.map(|name| HashMap::from([(schema::PK.into(), s(&pk)), (schema::SK.into(), s(name))]));
         loop {
             let want = limit - found.len();
             let out = self
                 .client
                 .query()
                 .table_name(&self.secrets_table)
-                .key_condition_expression("pk = :pk")
+                .set_index_name(index.map(str::to_owned))
+                .key_condition_expression("#pk = :pk")
                 .filter_expression("attribute_not_exists(#ttl) OR #ttl > :now")
-                .projection_expression("sk, #scope, #ttl, createdAt, updatedAt, version")
+                .projection_expression("sk, clientId, #scope, #ttl, createdAt, updatedAt, version")
+                .expression_attribute_names("#pk", pk_attr)
                 .expression_attribute_names("#ttl", schema::TTL)
                 .expression_attribute_names("#scope", "scope")
                 .expression_attribute_values(":pk", s(&pk))
@@ -358,9 +406,7 @@ impl Store {
                 .send()
                 .await
                 .map_err(unavailable)?;
-            for item in out.items() {
-                found.push(secret_from_item(owner, item, false)?);
-            }
+            found.extend(out.items.unwrap_or_default());
             match out.last_evaluated_key {
                 Some(key) if found.len() < limit => start = Some(key),
                 Some(_) => return Ok((found, true)),
