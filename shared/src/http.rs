@@ -420,10 +420,20 @@ fn metadata(item: &SecretItem) -> serde_json::Map<String, Value> {
     m
 }
 
+/// The body of a read: the metadata plus the value, serialized straight from the secret so that the
+/// response body is the only copy of the plaintext made here.
 fn secret_response(secret: &SecretWithValue) -> Response<Body> {
-    let mut m = metadata(&secret.item);
-    m.insert("value".into(), Value::String(secret.value.expose_secret().to_owned()));
-    json_response(StatusCode::OK, &Value::Object(m))
+    #[derive(serde::Serialize)]
+    struct WithValue<'a> {
+        #[serde(flatten)]
+        metadata: serde_json::Map<String, Value>,
+        value: &'a str,
+    }
+    let body = WithValue { metadata: metadata(&secret.item), value: secret.value.expose_secret() };
+    match serde_json::to_string(&body) {
+        Ok(text) => response(StatusCode::OK, text),
+        Err(e) => error_response(&ApiError::internal(e), Operation::Get),
+    }
 }
 
 fn list_body(page: &ListPage) -> Value {

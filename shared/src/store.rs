@@ -36,6 +36,9 @@ pub mod schema {
 
 type Item = HashMap<String, AttributeValue>;
 
+/// The condition that a secret exists and has not expired (`:now` is the current epoch second).
+const LIVE: &str = "attribute_exists(pk) AND (attribute_not_exists(#ttl) OR #ttl > :now)";
+
 /// Escapes one id so it can never contain the `#` separator.
 pub(crate) fn escape(id: &str) -> String {
     id.replace('%', "%25").replace('#', "%23")
@@ -262,7 +265,7 @@ impl Store {
             .key(schema::PK, s(partition_key(org_id, &secret.owner)))
             .key(schema::SK, s(&secret.name))
             .update_expression(expr)
-            .condition_expression("attribute_exists(pk) AND (attribute_not_exists(#ttl) OR #ttl > :now)")
+            .condition_expression(LIVE)
             .expression_attribute_names("#ttl", schema::TTL)
             .expression_attribute_names("#scope", "scope")
             .set_expression_attribute_values(Some(values))
@@ -284,7 +287,7 @@ impl Store {
             .table_name(&self.secrets_table)
             .key(schema::PK, s(partition_key(org_id, owner)))
             .key(schema::SK, s(name))
-            .condition_expression("attribute_exists(pk) AND (attribute_not_exists(#ttl) OR #ttl > :now)")
+            .condition_expression(LIVE)
             .expression_attribute_names("#ttl", schema::TTL)
             .expression_attribute_values(":now", n(now))
             .build()
