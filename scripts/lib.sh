@@ -47,13 +47,16 @@ load_dev_env() {
       echo "VAULT_JWT_HS256_SECRET=$(python3 -c 'import secrets; print(secrets.token_urlsafe(48))')"
     } > "$file"
   fi
-  local saved_key="${VAULT_MASTER_KEY:-}" saved_hs="${VAULT_JWT_HS256_SECRET:-}"
+  local saved_key="${VAULT_MASTER_KEY:-}" saved_ring="${VAULT_MASTER_KEYS:-}" saved_hs="${VAULT_JWT_HS256_SECRET:-}"
   set -a
   # shellcheck disable=SC1090
   . "$file"
   set +a
   [ -n "$saved_key" ] && export VAULT_MASTER_KEY="$saved_key"
+  [ -n "$saved_ring" ] && export VAULT_MASTER_KEYS="$saved_ring"
   [ -n "$saved_hs" ] && export VAULT_JWT_HS256_SECRET="$saved_hs"
+  # A key ring (VAULT_MASTER_KEYS, for rotation) replaces the lone key.
+  if [ -n "${VAULT_MASTER_KEYS:-}" ]; then unset VAULT_MASTER_KEY; fi
   export VAULT_JWT_ISSUER="${VAULT_JWT_ISSUER:-https://vault.local/}"
   export VAULT_JWT_AUDIENCE="${VAULT_JWT_AUDIENCE:-token-vault}"
   export VAULT_SECRETS_TABLE="${VAULT_SECRETS_TABLE:-token-vault-secrets}"

@@ -94,6 +94,16 @@ fn every_function_is_built_from_its_crate_and_routed() {
         let local_route = format!("{{ method = \"{method}\", function = \"{binary}\" }}");
         assert!(cargo.contains(&local_route), "Cargo.toml's watch router lacks {method} {path} -> {binary}");
     }
+    // Operator functions exist, built from their crates, and have no HTTP route.
+    for (resource, binary) in [("RotateKeysFunction", "rotate-keys"), ("ShredOrgFunction", "shred-org")] {
+        let f = &t["Resources"][resource];
+        assert_eq!(f["Metadata"]["BuildProperties"]["Binary"].as_str(), Some(binary));
+        assert!(
+            std::path::Path::new(&format!("{}/../functions/{binary}/Cargo.toml", env!("CARGO_MANIFEST_DIR"))).exists()
+        );
+        let events = format!("{:?}", f["Properties"]["Events"]);
+        assert!(!events.contains("HttpApi"), "{resource} must not be reachable over HTTP");
+    }
     let globals = &t["Globals"]["Function"];
     assert_eq!(globals["Runtime"].as_str(), Some("provided.al2023"));
     assert_eq!(globals["Architectures"][0].as_str(), Some("arm64"));
@@ -105,20 +115,26 @@ fn every_function_is_built_from_its_crate_and_routed() {
 #[test]
 fn functions_get_least_privilege() {
     let t = template();
-    let expected: [(&str, &[&str]); 4] = [
+    let expected: [(&str, &[&str]); 6] = [
         ("CreateSecretFunction", &["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]),
         ("GetSecretFunction", &["dynamodb:GetItem"]),
         ("ListSecretsFunction", &["dynamodb:Query"]),
         ("DeleteSecretFunction", &["dynamodb:DeleteItem"]),
+        ("RotateKeysFunction", &["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"]),
+        ("ShredOrgFunction", &["dynamodb:DeleteItem"]),
     ];
     for (resource, secrets_actions) in expected {
         let statements = t["Resources"][resource]["Properties"]["Policies"][0]["Statement"].as_sequence().unwrap();
-        assert_eq!(statements.len(), 2, "{resource}");
+        let queries_index = ["RotateKeysFunction", "ShredOrgFunction", "ListSecretsFunction"].contains(&resource);
+        assert_eq!(statements.len(), if queries_index { 3 } else { 2 }, "{resource}");
         for st in statements {
             let actions: Vec<&str> = st["Action"].as_sequence().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
             let target = format!("{:?}", st["Resource"]);
             assert!(!actions.iter().any(|a| a.contains('*')) && !target.contains('*'), "{resource}: no wildcards");
-            if target.contains("SecretsTable") {
+            if target.contains("/index/by-org") {
+                assert!(queries_index, "{resource}: only listings and operator jobs query the index");
+                assert_eq!(actions, ["dynamodb:Query"], "{resource}");
+            } else if target.contains("SecretsTable") {
                 assert_eq!(actions, secrets_actions, "{resource}");
             } else {
                 assert!(target.contains("AuditTable"), "{resource}: {target}");

@@ -22,6 +22,10 @@ pub enum EventKind {
     Deleted,
     AccessDenied,
     IntegrityError,
+    /// The rewrap job moved an organization's data keys to the active master key.
+    KeyRotated,
+    /// An organization was crypto-shredded.
+    OrgShredded,
 }
 
 impl EventKind {
@@ -33,6 +37,8 @@ impl EventKind {
             Self::Deleted => "vault.secret.deleted",
             Self::AccessDenied => "vault.secret.access_denied",
             Self::IntegrityError => "vault.secret.integrity_error",
+            Self::KeyRotated => "vault.key.rotated",
+            Self::OrgShredded => "vault.org.shredded",
         }
     }
 }
@@ -56,6 +62,8 @@ pub struct AuditEvent<'a> {
     pub owner: Option<&'a Owner>,
     /// `success`, or the error code that ended the request.
     pub outcome: &'a str,
+    /// Counts and key ids of an operator job (never key material).
+    pub detail: Option<String>,
 }
 
 /// Longest user agent kept, in characters.
@@ -101,6 +109,9 @@ impl AuditEvent<'_> {
             item.insert("userAgent".into(), s(&ua));
         }
         item.insert("outcome".into(), s(self.outcome));
+        if let Some(detail) = &self.detail {
+            item.insert("detail".into(), s(detail));
+        }
         item.insert("time".into(), s(&now.format(&Rfc3339).unwrap_or_default()));
         let expires = now.unix_timestamp() + i64::from(retention_days) * 86_400;
         item.insert("ttl".into(), AttributeValue::N(expires.to_string()));
@@ -146,6 +157,7 @@ mod tests {
             secret_name: "n",
             owner: Some(&owner),
             outcome: "success",
+            detail: None,
         };
         let item = ev.to_item(now, 365);
         let get = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use secrecy::SecretBox;
 
-use crate::crypto::MasterKey;
+use crate::crypto::{Keyring, MasterKey};
 
 /// Default `iss` when `VAULT_JWT_ISSUER` is unset (local development).
 pub const DEFAULT_ISSUER: &str = "https://vault.local/";
@@ -50,7 +50,8 @@ pub struct JwtConfig {
 pub struct Config {
     pub secrets_table: String,
     pub audit_table: String,
-    pub master_key: MasterKey,
+    /// The master keys: `VAULT_MASTER_KEYS` (`id:hex,...`, first active) or a lone `VAULT_MASTER_KEY`.
+    pub keyring: Keyring,
     pub jwt: JwtConfig,
     pub audit_retention_days: u32,
     pub audit_timeout: Duration,
@@ -76,8 +77,22 @@ impl Config {
         let get = |name: &'static str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
         let require = |name: &'static str| get(name).ok_or(ConfigError::Missing(name));
 
-        let master_key = MasterKey::from_hex(&require("VAULT_MASTER_KEY")?)
-            .map_err(|why| ConfigError::Invalid { name: "VAULT_MASTER_KEY", why: why.to_owned() })?;
+        let keyring = match (get("VAULT_MASTER_KEYS"), get("VAULT_MASTER_KEY")) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    name: "VAULT_MASTER_KEYS",
+                    why: "set either VAULT_MASTER_KEYS or VAULT_MASTER_KEY, not both".into(),
+                });
+            }
+            (Some(spec), None) => {
+                Keyring::parse(&spec).map_err(|why| ConfigError::Invalid { name: "VAULT_MASTER_KEYS", why })?
+            }
+            (None, Some(hex_key)) => Keyring::single(
+                MasterKey::from_hex(&hex_key)
+                    .map_err(|why| ConfigError::Invalid { name: "VAULT_MASTER_KEY", why: why.to_owned() })?,
+            ),
+            (None, None) => return Err(ConfigError::Missing("VAULT_MASTER_KEY")),
+        };
 
         let keys = match (get("VAULT_JWKS_URL"), get("VAULT_JWT_HS256_SECRET")) {
             (Some(_), Some(_)) => {
@@ -135,7 +150,7 @@ impl Config {
         Ok(Self {
             secrets_table: require("VAULT_SECRETS_TABLE")?,
             audit_table: require("VAULT_AUDIT_TABLE")?,
-            master_key,
+            keyring,
             jwt: JwtConfig {
                 issuer: get("VAULT_JWT_ISSUER").unwrap_or_else(|| DEFAULT_ISSUER.into()),
                 audience: get("VAULT_JWT_AUDIENCE").unwrap_or_else(|| DEFAULT_AUDIENCE.into()),
@@ -193,6 +208,24 @@ mod tests {
             assert!(err.starts_with("VAULT_MASTER_KEY is invalid"), "{err}");
             assert!(!err.contains(&bad[2..20]), "error echoes the key: {err}");
         }
+    }
+
+    #[test]
+    fn a_keyring_replaces_the_lone_key() {
+        let mut e = base();
+        e.retain(|(k, _)| *k != "VAULT_MASTER_KEY");
+        let ring = format!("k2:{},k1:{KEY}", "ab".repeat(32));
+        e.push(("VAULT_MASTER_KEYS", &ring));
+        let c = env(&e).unwrap();
+        assert_eq!(c.keyring.active().id(), "k2");
+        assert_eq!(c.keyring.keys().len(), 2);
+        e.push(("VAULT_MASTER_KEY", KEY));
+        assert!(env(&e).unwrap_err().to_string().contains("not both"));
+        let mut e = base();
+        e.retain(|(k, _)| *k != "VAULT_MASTER_KEY");
+        e.push(("VAULT_MASTER_KEYS", "k1:00"));
+        let err = env(&e).unwrap_err().to_string();
+        assert!(err.starts_with("VAULT_MASTER_KEYS is invalid"), "{err}");
     }
 
     #[test]

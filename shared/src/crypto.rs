@@ -28,9 +28,11 @@ pub const KEY_LEN: usize = 32;
 /// Length of an organization salt.
 pub const SALT_LEN: usize = 32;
 
-/// The master key: 32 bytes that zeroize on drop, with a public id derived from it.
+/// A master key: 32 bytes that zeroize on drop, with the id stored in every envelope it protects and a
+/// one-way fingerprint (`mk-` + 12 hex digits of an HMAC) that is safe to store and log.
 pub struct MasterKey {
     id: String,
+    fingerprint: String,
     key: Zeroizing<[u8; KEY_LEN]>,
 }
 
@@ -40,26 +42,46 @@ impl std::fmt::Debug for MasterKey {
     }
 }
 
+/// Parses 64 hex characters into key bytes. The error never contains the input.
+fn parse_hex_key(hex_key: &str) -> Result<Zeroizing<[u8; KEY_LEN]>, &'static str> {
+    let hex_key = hex_key.trim();
+    if hex_key.len() != 2 * KEY_LEN {
+        return Err("must be exactly 64 hex characters (32 bytes); generate one with `openssl rand -hex 32`");
+    }
+    let mut key = Zeroizing::new([0u8; KEY_LEN]);
+    hex::decode_to_slice(hex_key, key.as_mut_slice()).map_err(|_| "must contain only hex characters 0-9, a-f")?;
+    Ok(key)
+}
+
+fn fingerprint(key: &[u8; KEY_LEN]) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.as_slice())
+        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    mac.update(b"token-vault/v1/master-key-id");
+    let digest = mac.finalize().into_bytes();
+    format!("mk-{}", hex::encode(&digest[..6]))
+}
+
 impl MasterKey {
-    /// Parses 64 hex characters. The error never contains the input.
+    /// Parses a lone key (`VAULT_MASTER_KEY`); its id is its fingerprint.
     pub fn from_hex(hex_key: &str) -> Result<Self, &'static str> {
-        let hex_key = hex_key.trim();
-        if hex_key.len() != 2 * KEY_LEN {
-            return Err("must be exactly 64 hex characters (32 bytes); generate one with `openssl rand -hex 32`");
-        }
-        let mut key = Zeroizing::new([0u8; KEY_LEN]);
-        hex::decode_to_slice(hex_key, key.as_mut_slice()).map_err(|_| "must contain only hex characters 0-9, a-f")?;
-        Ok(Self::from_bytes(key))
+        Ok(Self::from_bytes(parse_hex_key(hex_key)?))
     }
 
-    /// Wraps raw key bytes. The id is a one-way fingerprint (HMAC of a fixed label), safe to store and log.
+    /// Wraps raw key bytes; the id is the fingerprint.
     pub fn from_bytes(key: Zeroizing<[u8; KEY_LEN]>) -> Self {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.as_slice())
-            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
-        mac.update(b"token-vault/v1/master-key-id");
-        let digest = mac.finalize().into_bytes();
-        let id = format!("mk-{}", hex::encode(&digest[..6]));
-        Self { id, key }
+        let fingerprint = fingerprint(&key);
+        Self { id: fingerprint.clone(), fingerprint, key }
+    }
+
+    /// A key of a keyring, under an operator-chosen id.
+    pub fn with_id(id: &str, hex_key: &str) -> Result<Self, &'static str> {
+        let key = parse_hex_key(hex_key)?;
+        Ok(Self { id: id.to_owned(), fingerprint: fingerprint(&key), key })
+    }
+
+    /// The key's fingerprint, the same whatever id it is given.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     /// The key's public id, stored in every envelope it protects.
@@ -77,6 +99,65 @@ impl MasterKey {
         hk.expand(&info, okm.as_mut_slice())
             .unwrap_or_else(|_| unreachable!("32 bytes is a valid HKDF-SHA256 output length"));
         OrgKey { key_id: self.id.clone(), key: okm }
+    }
+}
+
+/// The master keys in use: the active one, which seals every new write, and older ones that still open
+/// the envelopes sealed under them until the rewrap job has moved every data key to the active key.
+#[derive(Debug)]
+pub struct Keyring {
+    keys: Vec<MasterKey>,
+}
+
+impl Keyring {
+    /// A ring of one key.
+    pub fn single(key: MasterKey) -> Self {
+        Self { keys: vec![key] }
+    }
+
+    /// Parses `id:hex,id:hex,...`, the first one active. Ids are 1–64 of `[A-Za-z0-9_.-]` and may not
+    /// start with `mk-` (reserved for fingerprints). Errors never contain key material.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let mut keys: Vec<MasterKey> = Vec::new();
+        for (i, entry) in spec.split(',').map(str::trim).enumerate() {
+            let (id, hex_key) = entry.split_once(':').ok_or_else(|| format!("entry {} is not id:hex", i + 1))?;
+            let id = id.trim();
+            let id_ok = !id.is_empty()
+                && id.len() <= 64
+                && !id.starts_with("mk-")
+                && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+            if !id_ok {
+                return Err(format!(
+                    "entry {}: key ids are 1 to 64 of A-Z a-z 0-9 _ . - and may not start with mk-",
+                    i + 1
+                ));
+            }
+            let key = MasterKey::with_id(id, hex_key).map_err(|why| format!("key {id:?} {why}"))?;
+            if keys.iter().any(|k| k.id == key.id) {
+                return Err(format!("key id {id:?} appears twice"));
+            }
+            if keys.iter().any(|k| k.fingerprint == key.fingerprint) {
+                return Err(format!("key {id:?} repeats the key material of another entry"));
+            }
+            keys.push(key);
+        }
+        Ok(Self { keys })
+    }
+
+    /// The key that seals new writes.
+    pub fn active(&self) -> &MasterKey {
+        &self.keys[0]
+    }
+
+    /// Every key, active first.
+    pub fn keys(&self) -> &[MasterKey] {
+        &self.keys
+    }
+
+    /// The key an envelope names, by id or by fingerprint (envelopes sealed under a lone
+    /// `VAULT_MASTER_KEY` name its fingerprint, so that key opens them again once given an id in a ring).
+    pub fn find(&self, key_id: &str) -> Option<&MasterKey> {
+        self.keys.iter().find(|k| k.id == key_id).or_else(|| self.keys.iter().find(|k| k.fingerprint == key_id))
     }
 }
 
@@ -133,8 +214,8 @@ impl std::fmt::Debug for Envelope {
 pub enum IntegrityError {
     #[error("envelope format version {0} is not supported")]
     UnsupportedVersion(u8),
-    #[error("envelope was sealed under master key id {found:?}, which is not the configured key {configured:?}")]
-    UnknownKeyId { found: String, configured: String },
+    #[error("envelope was sealed under master key id {0:?}, which is not in the key ring")]
+    UnknownKeyId(String),
     #[error("wrapped data key failed authentication")]
     WrappedKey,
     #[error("value ciphertext failed authentication")]
@@ -161,12 +242,6 @@ impl OrgKey {
         if envelope.version != ENVELOPE_VERSION {
             return Err(IntegrityError::UnsupportedVersion(envelope.version));
         }
-        if envelope.key_id != self.key_id {
-            return Err(IntegrityError::UnknownKeyId {
-                found: envelope.key_id.clone(),
-                configured: self.key_id.clone(),
-            });
-        }
         let data_key =
             gcm_open(&self.key, &envelope.wrapped_key, &wrap_aad(envelope.version, &envelope.key_id, binding))
                 .ok_or(IntegrityError::WrappedKey)?;
@@ -174,6 +249,26 @@ impl OrgKey {
             Zeroizing::new(data_key.as_slice().try_into().map_err(|_| IntegrityError::WrappedKey)?);
         gcm_open(&data_key, &envelope.ciphertext, &value_aad(envelope.version, binding))
             .ok_or(IntegrityError::Ciphertext)
+    }
+}
+
+impl OrgKey {
+    /// The id of the master key this organization key derives from.
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// Moves `envelope`'s data key from this key to `to`, leaving the value's ciphertext untouched.
+    pub fn rewrap(&self, to: &OrgKey, binding: Binding<'_>, envelope: &Envelope) -> Result<Envelope, IntegrityError> {
+        if envelope.version != ENVELOPE_VERSION {
+            return Err(IntegrityError::UnsupportedVersion(envelope.version));
+        }
+        let data_key =
+            gcm_open(&self.key, &envelope.wrapped_key, &wrap_aad(envelope.version, &envelope.key_id, binding))
+                .ok_or(IntegrityError::WrappedKey)?;
+        let wrapped_key = gcm_seal(&to.key, &data_key, &wrap_aad(envelope.version, &to.key_id, binding))
+            .map_err(|_| IntegrityError::WrappedKey)?;
+        Ok(Envelope { key_id: to.key_id.clone(), wrapped_key, ..envelope.clone() })
     }
 }
 
@@ -322,9 +417,50 @@ mod tests {
         let k_salt = m.derive_org_key("org1", &[2; SALT_LEN]);
         assert_ne!(k1.key.as_slice(), k_salt.key.as_slice());
         assert_eq!(k_salt.open(b, &env).unwrap_err(), IntegrityError::WrappedKey);
-        // Other master key: refused by id before any decryption is attempted.
+        // Other master key.
         let other = master(8).derive_org_key("org1", &[1; SALT_LEN]);
-        assert!(matches!(other.open(b, &env).unwrap_err(), IntegrityError::UnknownKeyId { .. }));
+        assert_eq!(other.open(b, &env).unwrap_err(), IntegrityError::WrappedKey);
+    }
+
+    #[test]
+    fn rewrap_moves_the_data_key_and_keeps_the_ciphertext() {
+        let old = MasterKey::with_id("k1", &"11".repeat(32)).unwrap().derive_org_key("org1", &[1; SALT_LEN]);
+        let new = MasterKey::with_id("k2", &"22".repeat(32)).unwrap().derive_org_key("org1", &[1; SALT_LEN]);
+        let owner = app("c1");
+        let b = Binding { org_id: "org1", owner: &owner, name: "n" };
+        let env = old.seal(b, b"value").unwrap();
+        let moved = old.rewrap(&new, b, &env).unwrap();
+        assert_eq!((moved.key_id.as_str(), &moved.ciphertext), ("k2", &env.ciphertext));
+        assert_eq!(new.open(b, &moved).unwrap().as_slice(), b"value");
+        assert!(old.open(b, &moved).is_err());
+        // Rewrapping for another binding, or with the wrong source key, fails.
+        assert!(old.rewrap(&new, Binding { name: "m", ..b }, &env).is_err());
+        assert!(new.rewrap(&old, b, &env).is_err());
+        // The key id is bound: relabelling a wrapped key fails.
+        let relabelled = Envelope { key_id: "k1".into(), ..moved };
+        assert!(old.open(b, &relabelled).is_err());
+    }
+
+    #[test]
+    fn keyrings_parse_and_find_keys_by_id_or_fingerprint() {
+        let ring = Keyring::parse(&format!("k2:{},k1:{}", "22".repeat(32), "11".repeat(32))).unwrap();
+        assert_eq!(ring.active().id(), "k2");
+        assert_eq!(ring.find("k1").unwrap().id(), "k1");
+        let lone = MasterKey::from_bytes(Zeroizing::new([0x11; KEY_LEN]));
+        assert_eq!(ring.find(lone.id()).unwrap().id(), "k1", "a lone key's envelopes open once it joins a ring");
+        assert!(ring.find("k3").is_none());
+        for bad in [
+            String::new(),
+            "k1".into(),
+            format!("k1:{}", "zz".repeat(32)),
+            format!("k1:{},k1:{}", "11".repeat(32), "22".repeat(32)),
+            format!("k1:{},k2:{}", "11".repeat(32), "11".repeat(32)),
+            format!("mk-1:{}", "11".repeat(32)),
+            format!("a b:{}", "11".repeat(32)),
+        ] {
+            let err = Keyring::parse(&bad).unwrap_err();
+            assert!(!err.contains("1111") && !err.contains("2222"), "{err}");
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod crypto;
 pub mod error;
 pub mod http;
 pub mod lambda;
+pub mod operations;
 pub mod policy;
 pub mod service;
 pub mod store;

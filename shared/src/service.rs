@@ -12,7 +12,7 @@ use tokio::sync::RwLock;
 use crate::audit::{AuditEvent, EventKind, RequestMeta};
 use crate::auth::{Principal, TokenVerifier};
 use crate::config::Config;
-use crate::crypto::{Binding, MasterKey, OrgKey, random_salt};
+use crate::crypto::{Binding, IntegrityError, Keyring, OrgKey, random_salt};
 use crate::error::ApiError;
 use crate::policy::{self, Owner};
 use crate::store::{Mutation, SecretItem, Store};
@@ -21,6 +21,12 @@ use crate::store::{Mutation, SecretItem, Store};
 const MAX_WRITE_ATTEMPTS: u32 = 8;
 /// Organization keys kept per warm container.
 const ORG_KEY_CACHE_CAP: usize = 1024;
+/// How long a warm container keeps a derived organization key. Bounds how long a shredded
+/// organization's key outlives its salt in a container that had it cached.
+pub const ORG_KEY_CACHE_TTL: Duration = Duration::from_secs(300);
+
+/// A derived organization key and when it was derived.
+type CachedKey = (Arc<OrgKey>, std::time::Instant);
 
 /// A validated create-or-update request.
 #[derive(Debug)]
@@ -80,20 +86,18 @@ pub struct ListPage {
 
 /// The vault: configuration, clients and caches, built once per cold start.
 pub struct Vault {
-    store: Store,
+    pub(crate) store: Store,
     verifier: TokenVerifier,
-    master_key: MasterKey,
-    org_keys: RwLock<HashMap<String, Arc<OrgKey>>>,
-    audit_retention_days: u32,
+    pub(crate) keyring: Keyring,
+    /// Derived organization keys by (master key id, organization), with when they were derived.
+    org_keys: RwLock<HashMap<(String, String), CachedKey>>,
+    pub(crate) audit_retention_days: u32,
     audit_timeout: Duration,
 }
 
 impl std::fmt::Debug for Vault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Vault")
-            .field("store", &self.store)
-            .field("master_key", &self.master_key)
-            .finish_non_exhaustive()
+        f.debug_struct("Vault").field("store", &self.store).field("keyring", &self.keyring).finish_non_exhaustive()
     }
 }
 
@@ -107,7 +111,7 @@ impl Vault {
         Ok(Self {
             store: Store::new(dynamodb, config.secrets_table, config.audit_table),
             verifier: TokenVerifier::new(&config.jwt).await?,
-            master_key: config.master_key,
+            keyring: config.keyring,
             org_keys: RwLock::new(HashMap::new()),
             audit_retention_days: config.audit_retention_days,
             audit_timeout: config.audit_timeout,
@@ -119,9 +123,25 @@ impl Vault {
         self.verifier.authenticate(authorization).await
     }
 
-    /// The key of `org_id`, creating the organization's salt on its first write when `create` is set.
-    async fn org_key(&self, org_id: &str, create: bool) -> Result<Arc<OrgKey>, ApiError> {
-        if let Some(key) = self.org_keys.read().await.get(org_id) {
+    /// The key of `org_id` under master key `key_id` (the active key when `None`), creating the
+    /// organization's salt on its first write when `create` is set.
+    pub(crate) async fn org_key(
+        &self,
+        org_id: &str,
+        key_id: Option<&str>,
+        create: bool,
+    ) -> Result<Arc<OrgKey>, ApiError> {
+        let master = match key_id {
+            None => self.keyring.active(),
+            Some(id) => self
+                .keyring
+                .find(id)
+                .ok_or_else(|| ApiError::Integrity(Box::new(IntegrityError::UnknownKeyId(id.to_owned()))))?,
+        };
+        let cache_key = (master.id().to_owned(), org_id.to_owned());
+        if let Some((key, at)) = self.org_keys.read().await.get(&cache_key)
+            && at.elapsed() < ORG_KEY_CACHE_TTL
+        {
             return Ok(key.clone());
         }
         let salt = match self.store.get_salt(org_id).await? {
@@ -140,16 +160,21 @@ impl Vault {
             }
             None => return Err(ApiError::Integrity("organization has no key salt".into())),
         };
-        let key = Arc::new(self.master_key.derive_org_key(org_id, &salt));
+        let key = Arc::new(master.derive_org_key(org_id, &salt));
         let mut cache = self.org_keys.write().await;
         if cache.len() >= ORG_KEY_CACHE_CAP {
             cache.clear();
         }
-        cache.insert(org_id.to_owned(), key.clone());
+        cache.insert(cache_key, (key.clone(), std::time::Instant::now()));
         Ok(key)
     }
 
-    fn event<'a>(
+    /// Forgets every cached key of `org_id` (after shredding it).
+    pub(crate) async fn forget_org(&self, org_id: &str) {
+        self.org_keys.write().await.retain(|(_, org), _| org != org_id);
+    }
+
+    pub(crate) fn event<'a>(
         kind: EventKind,
         p: &'a Principal,
         meta: &'a RequestMeta,
@@ -157,7 +182,7 @@ impl Vault {
         owner: Option<&'a Owner>,
         outcome: &'a str,
     ) -> AuditEvent<'a> {
-        AuditEvent { kind, principal: p, meta, secret_name: name, owner, outcome }
+        AuditEvent { kind, principal: p, meta, secret_name: name, owner, outcome, detail: None }
     }
 
     /// Records a refused or failed attempt. Best effort: the caller is refused either way.
@@ -201,7 +226,7 @@ impl Vault {
     /// Creates or replaces a secret.
     pub async fn put_secret(&self, meta: &RequestMeta, p: &Principal, input: PutSecret) -> Result<PutAction, ApiError> {
         let owner = self.allowed(policy::mutation_owner(p, input.client_id.as_deref()), p, meta, &input.name).await?;
-        let key = self.org_key(&p.org_id, true).await?;
+        let key = self.org_key(&p.org_id, None, true).await?;
         let binding = Binding { org_id: &p.org_id, owner: &owner, name: &input.name };
         let envelope = key.seal(binding, input.value.expose_secret().as_bytes()).map_err(ApiError::internal)?;
         let mut backoff = Duration::from_millis(5);
@@ -279,7 +304,7 @@ impl Vault {
     async fn open(&self, p: &Principal, meta: &RequestMeta, item: &SecretItem) -> Result<SecretString, ApiError> {
         let envelope = item.envelope.as_ref().ok_or_else(|| ApiError::internal("secret read without its envelope"))?;
         let binding = Binding { org_id: &p.org_id, owner: &item.owner, name: &item.name };
-        let opened = match self.org_key(&p.org_id, false).await {
+        let opened = match self.org_key(&p.org_id, Some(&envelope.key_id), false).await {
             Ok(key) => key.open(binding, envelope).map_err(|e| ApiError::Integrity(Box::new(e))),
             Err(e) => Err(e),
         }

@@ -5,8 +5,10 @@
 //! - an organization's salt: `pk = org#<org>#meta`, `sk = salt`.
 //!
 //! Each id is escaped (`%` → `%25`, `#` → `%23`) so the encoding is injective whatever the ids hold.
-//! App-level secrets also carry `orgPk`/`orgSk`, the keys of the sparse `by-org` index that serves
-//! admin listings without projecting ciphertext. `ttl` (epoch seconds) is the table's TTL attribute.
+//! Every secret also carries `orgPk = <org>` and `orgSk = <app|user>#<owner>#<name>`, the keys of the
+//! `by-org` index, which serves the admin listing (the `app#` prefix) and the key-rotation and shredding
+//! jobs, and projects metadata only, never ciphertext. Salt items carry `orgPk = #orgs`,
+//! `orgSk = <org>`: that index partition is the registry of organizations. `ttl` (epoch seconds) is the table's TTL attribute.
 //! DynamoDB deletes expired items late, so every read filters them itself.
 
 use std::collections::HashMap;
@@ -31,10 +33,15 @@ pub mod schema {
     pub const ORG_SK: &str = "orgSk";
     /// Non-key attributes the `by-org` index projects: metadata only, never ciphertext.
     pub const ORG_INDEX_PROJECTION: &[&str] =
-        &["ownership", "clientId", "name", "scope", "ttl", "createdAt", "updatedAt", "version"];
+        &["ownership", "clientId", "name", "scope", "ttl", "createdAt", "updatedAt", "version", "keyId"];
+    /// The `by-org` partition listing every organization (escaped ids never start with `#`).
+    pub const ORGS_PARTITION: &str = "#orgs";
 }
 
 type Item = HashMap<String, AttributeValue>;
+
+/// The partition of the rewrap job's checkpoint (ids are escaped into `org#...` keys, so no collision).
+const JOB_PK: &str = "job#rotate-keys";
 
 /// The condition that a secret exists and has not expired (`:now` is the current epoch second).
 const LIVE: &str = "attribute_exists(pk) AND (attribute_not_exists(#ttl) OR #ttl > :now)";
@@ -47,6 +54,42 @@ pub(crate) fn escape(id: &str) -> String {
 /// The partition key of one owner's secrets. Injective in (org, owner).
 pub fn partition_key(org_id: &str, owner: &Owner) -> String {
     format!("org#{}#{}#{}", escape(org_id), owner.kind(), escape(owner.id()))
+}
+
+/// The `by-org` sort key of a secret: `<kind>#<escaped owner id>#<name>`.
+fn org_sort_key(owner: &Owner, name: &str) -> String {
+    format!("{}#{}#{name}", owner.kind(), escape(owner.id()))
+}
+
+/// Reverses [`escape`].
+fn unescape(escaped: &str) -> String {
+    let mut out = String::with_capacity(escaped.len());
+    let mut rest = escaped;
+    while let Some(i) = rest.find('%') {
+        out.push_str(&rest[..i]);
+        match rest.get(i..i + 3) {
+            Some("%23") => out.push('#'),
+            Some("%25") => out.push('%'),
+            Some(other) => out.push_str(other),
+            None => out.push_str(&rest[i..]),
+        }
+        rest = rest.get(i + 3..).unwrap_or("");
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Reads the owner and name back from a `by-org` sort key.
+fn parse_org_sort_key(key: &str) -> Option<(Owner, String)> {
+    let (kind, rest) = key.split_once('#')?;
+    let (id, name) = rest.split_once('#')?;
+    let id = unescape(id);
+    let owner = match kind {
+        "app" => Owner::App { client_id: id },
+        "user" => Owner::User { user_id: id },
+        _ => return None,
+    };
+    Some((owner, name.to_owned()))
 }
 
 fn salt_key(org_id: &str) -> String {
@@ -161,6 +204,8 @@ impl Store {
             .item(schema::SK, s("salt"))
             .item("salt", AttributeValue::B(Blob::new(salt.to_vec())))
             .item("createdAt", s(now))
+            .item(schema::ORG_PK, s(schema::ORGS_PARTITION))
+            .item(schema::ORG_SK, s(org_id))
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await;
@@ -202,9 +247,9 @@ impl Store {
         item.insert("ownership".into(), s(secret.owner.kind()));
         if let Owner::App { client_id } = &secret.owner {
             item.insert("clientId".into(), s(client_id));
-            item.insert(schema::ORG_PK.into(), s(escape(org_id)));
-            item.insert(schema::ORG_SK.into(), s(format!("{}#{}", escape(client_id), secret.name)));
         }
+        item.insert(schema::ORG_PK.into(), s(escape(org_id)));
+        item.insert(schema::ORG_SK.into(), s(org_sort_key(&secret.owner, &secret.name)));
         item.insert("scope".into(), AttributeValue::L(secret.scope.iter().map(s).collect()));
         if let Some(t) = secret.expires_at {
             item.insert(schema::TTL.into(), n(t));
@@ -341,7 +386,7 @@ impl Store {
     ) -> Result<(Vec<SecretItem>, bool), ApiError> {
         let pk = partition_key(org_id, owner);
         let start = after.map(|name| HashMap::from([(schema::PK.into(), s(&pk)), (schema::SK.into(), s(name))]));
-        let (items, more) = self.query_live(None, schema::PK, pk.clone(), start, limit, now).await?;
+        let (items, more) = self.query_live(None, schema::PK, pk.clone(), None, start, limit, now).await?;
         let secrets = items.iter().map(|item| secret_from_item(owner, item, false)).collect::<Result<_, _>>()?;
         Ok((secrets, more))
     }
@@ -360,13 +405,14 @@ impl Store {
             let owner = Owner::App { client_id: client_id.to_owned() };
             HashMap::from([
                 (schema::ORG_PK.into(), s(&org_pk)),
-                (schema::ORG_SK.into(), s(format!("{}#{name}", escape(client_id)))),
+                (schema::ORG_SK.into(), s(org_sort_key(&owner, name))),
                 (schema::PK.into(), s(partition_key(org_id, &owner))),
                 (schema::SK.into(), s(name)),
             ])
         });
-        let (items, more) =
-            self.query_live(Some(schema::ORG_INDEX), schema::ORG_PK, org_pk.clone(), start, limit, now).await?;
+        let (items, more) = self
+            .query_live(Some(schema::ORG_INDEX), schema::ORG_PK, org_pk.clone(), Some("app#"), start, limit, now)
+            .await?;
         let secrets = items
             .iter()
             .map(|item| {
@@ -377,13 +423,16 @@ impl Store {
         Ok((secrets, more))
     }
 
-    /// Queries one partition of the table or of `index` for up to `limit` live (unexpired) items,
-    /// metadata only, following DynamoDB's pages until the limit is met. Returns whether more may follow.
+    /// Queries one partition of the table or of `index` (with `orgSk` starting with `sk_prefix`) for up
+    /// to `limit` live (unexpired) items, metadata only, following DynamoDB's pages until the limit is
+    /// met. Returns whether more may follow.
+    #[allow(clippy::too_many_arguments)]
     async fn query_live(
         &self,
         index: Option<&str>,
         pk_attr: &str,
         pk: String,
+        sk_prefix: Option<&str>,
         mut start: Option<Item>,
         limit: usize,
         now: i64,
@@ -396,7 +445,12 @@ impl Store {
                 .query()
                 .table_name(&self.secrets_table)
                 .set_index_name(index.map(str::to_owned))
-                .key_condition_expression("#pk = :pk")
+                .key_condition_expression(if sk_prefix.is_some() {
+                    "#pk = :pk AND begins_with(orgSk, :prefix)"
+                } else {
+                    "#pk = :pk"
+                })
+                .set_expression_attribute_values(sk_prefix.map(|p| HashMap::from([(":prefix".to_owned(), s(p))])))
                 .filter_expression("attribute_not_exists(#ttl) OR #ttl > :now")
                 .projection_expression("sk, clientId, #scope, #ttl, createdAt, updatedAt, version")
                 .expression_attribute_names("#pk", pk_attr)
@@ -416,6 +470,163 @@ impl Store {
                 None => return Ok((found, false)),
             }
         }
+    }
+
+    /// One page of the organization registry, in id order after `after`. Returns the ids and the last
+    /// one read when more may follow.
+    pub async fn list_orgs(&self, after: Option<&str>, limit: i32) -> Result<(Vec<String>, Option<String>), ApiError> {
+        let start = after.map(|org| {
+            HashMap::from([
+                (schema::ORG_PK.into(), s(schema::ORGS_PARTITION)),
+                (schema::ORG_SK.into(), s(org)),
+                (schema::PK.into(), s(salt_key(org))),
+                (schema::SK.into(), s("salt")),
+            ])
+        });
+        let out = self
+            .client
+            .query()
+            .table_name(&self.secrets_table)
+            .index_name(schema::ORG_INDEX)
+            .key_condition_expression("orgPk = :pk")
+            .expression_attribute_values(":pk", s(schema::ORGS_PARTITION))
+            .set_exclusive_start_key(start)
+            .limit(limit)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let orgs: Vec<String> =
+            out.items().iter().map(|i| get_s(i, schema::ORG_SK).map(str::to_owned)).collect::<Result<_, _>>()?;
+        let more = out.last_evaluated_key.is_some().then(|| orgs.last().cloned()).flatten();
+        Ok((orgs, more))
+    }
+
+    /// One page of every secret of an organization (any owner, expired or not) from the `by-org` index:
+    /// owner, name and the master key id its data key is wrapped under. Returns the page and where the
+    /// next one starts.
+    pub async fn org_secret_keys(
+        &self,
+        org_id: &str,
+        start: Option<Item>,
+    ) -> Result<(Vec<(Owner, String, String)>, Option<Item>), ApiError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.secrets_table)
+            .index_name(schema::ORG_INDEX)
+            .key_condition_expression("orgPk = :pk")
+            .expression_attribute_values(":pk", s(escape(org_id)))
+            .projection_expression("pk, sk, orgPk, orgSk, keyId")
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let mut page = Vec::with_capacity(out.items().len());
+        for item in out.items() {
+            let (owner, name) = parse_org_sort_key(get_s(item, schema::ORG_SK)?).ok_or_else(|| malformed("orgSk"))?;
+            page.push((owner, name, get_s(item, "keyId")?.to_owned()));
+        }
+        Ok((page, out.last_evaluated_key))
+    }
+
+    /// Replaces a secret's wrapped data key, only if it still holds exactly the one read as `old`
+    /// (a secret updated meanwhile is left alone: its new data key is already under the active key).
+    pub async fn replace_wrapped_key(
+        &self,
+        org_id: &str,
+        owner: &Owner,
+        name: &str,
+        old: &Envelope,
+        new: &Envelope,
+    ) -> Result<bool, ApiError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.secrets_table)
+            .key(schema::PK, s(partition_key(org_id, owner)))
+            .key(schema::SK, s(name))
+            .update_expression("SET keyId = :newId, wrappedKey = :newKey")
+            .condition_expression("keyId = :oldId AND wrappedKey = :oldKey")
+            .expression_attribute_values(":newId", s(&new.key_id))
+            .expression_attribute_values(":newKey", AttributeValue::B(Blob::new(new.wrapped_key.clone())))
+            .expression_attribute_values(":oldId", s(&old.key_id))
+            .expression_attribute_values(":oldKey", AttributeValue::B(Blob::new(old.wrapped_key.clone())))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// Deletes an organization's salt, which makes every secret sealed under it unreadable for good.
+    pub async fn delete_salt(&self, org_id: &str) -> Result<bool, ApiError> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.secrets_table)
+            .key(schema::PK, s(salt_key(org_id)))
+            .key(schema::SK, s("salt"))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(out.attributes.is_some())
+    }
+
+    /// Deletes one secret item outright (shredding), whatever it holds.
+    pub async fn delete_secret_item(&self, org_id: &str, owner: &Owner, name: &str) -> Result<(), ApiError> {
+        self.client
+            .delete_item()
+            .table_name(&self.secrets_table)
+            .key(schema::PK, s(partition_key(org_id, owner)))
+            .key(schema::SK, s(name))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// The rewrap job's checkpoint: the active key id it was rotating to and the last organization done.
+    pub async fn get_checkpoint(&self) -> Result<Option<(String, String)>, ApiError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.secrets_table)
+            .key(schema::PK, s(JOB_PK))
+            .key(schema::SK, s("checkpoint"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        out.item.map(|i| Ok((get_s(&i, "activeKeyId")?.to_owned(), get_s(&i, "lastOrg")?.to_owned()))).transpose()
+    }
+
+    pub async fn put_checkpoint(&self, active_key_id: &str, last_org: &str) -> Result<(), ApiError> {
+        self.client
+            .put_item()
+            .table_name(&self.secrets_table)
+            .item(schema::PK, s(JOB_PK))
+            .item(schema::SK, s("checkpoint"))
+            .item("activeKeyId", s(active_key_id))
+            .item("lastOrg", s(last_org))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    pub async fn delete_checkpoint(&self) -> Result<(), ApiError> {
+        self.client
+            .delete_item()
+            .table_name(&self.secrets_table)
+            .key(schema::PK, s(JOB_PK))
+            .key(schema::SK, s("checkpoint"))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 
     /// Writes one audit event on its own (retrievals and denials).
@@ -494,6 +705,17 @@ mod tests {
         let salts: HashSet<String> = ids.iter().map(|o| salt_key(o)).collect();
         assert_eq!(salts.len(), ids.len());
         assert!(salts.iter().all(|k| !seen.contains_key(k)), "a salt key collides with a secret partition");
+    }
+
+    #[test]
+    fn org_sort_keys_read_back() {
+        for id in ["a", "a#b", "%", "%23", "%25#", "auth0|1", "x/y"] {
+            assert_eq!(unescape(&escape(id)), id);
+            for owner in [Owner::App { client_id: id.into() }, Owner::User { user_id: id.into() }] {
+                let key = org_sort_key(&owner, "name.1");
+                assert_eq!(parse_org_sort_key(&key), Some((owner, "name.1".to_owned())));
+            }
+        }
     }
 
     #[test]

@@ -1,0 +1,28 @@
+//! `shred-org`: the operator command that crypto-shreds one organization. Invoked directly, never
+//! through the HTTP API. Event: `{"orgId": "org_123", "confirm": "org_123"}`; refuses unless `confirm`
+//! repeats the organization id.
+
+use lambda_http::{Error, LambdaEvent, service_fn};
+use serde::Deserialize;
+use token_vault::lambda::vault_from_env;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Request {
+    org_id: String,
+    confirm: String,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_http::tracing::init_default_subscriber();
+    let vault = vault_from_env().await;
+    lambda_http::lambda_runtime::run(service_fn(|event: LambdaEvent<Request>| {
+        let vault = &vault;
+        async move {
+            let report = vault.shred_org(&event.payload.org_id, &event.payload.confirm).await?;
+            Ok::<_, Error>(serde_json::to_value(report)?)
+        }
+    }))
+    .await
+}

@@ -1,0 +1,290 @@
+//! Operator jobs, run from the `rotate-keys` and `shred-org` functions or the local `vault-ops` command,
+//! never from a public route:
+//! - rewrap: move every secret's data key to the active master key, leaving values untouched;
+//! - key usage: count secrets per master key id (the check before an old key leaves the ring);
+//! - shred: destroy an organization's salt, then its secrets.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::audit::{AuditEvent, EventKind, RequestMeta};
+use crate::auth::{Principal, TokenKind};
+use crate::crypto::Binding;
+use crate::error::ApiError;
+use crate::policy::Owner;
+use crate::service::Vault;
+
+/// Organizations read per page of the registry.
+const ORG_PAGE: i32 = 100;
+
+/// Bounds on one run of the rewrap job; a run that stops early is resumed by running it again.
+#[derive(Debug, Clone, Default)]
+pub struct RewrapOptions {
+    /// Stop once this many secrets have been rewrapped.
+    pub max_rewraps: Option<usize>,
+    /// Stop before this instant (a Lambda invocation's deadline, less a margin).
+    pub deadline: Option<Instant>,
+}
+
+/// What a rewrap run did. Every secret seen lands in exactly one of the five outcome counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RewrapReport {
+    pub active_key_id: String,
+    /// Organizations finished in this run.
+    pub organizations: usize,
+    pub secrets_seen: usize,
+    /// Data keys moved to the active key by this run.
+    pub rewrapped: usize,
+    /// Already under the active key.
+    pub already_current: usize,
+    /// Updated (or deleted) by the API while the job ran: its new data key is already current.
+    pub changed_meanwhile: usize,
+    /// Could not be opened (a key id missing from the ring, or a failed integrity check); logged.
+    pub failed: usize,
+    /// False when the run stopped early: run the job again to resume.
+    pub complete: bool,
+}
+
+/// What shredding an organization did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShredReport {
+    pub org_id: String,
+    pub salt_destroyed: bool,
+    pub secrets_deleted: usize,
+}
+
+enum Stop {
+    Limit,
+    Failed(ApiError),
+}
+
+impl From<ApiError> for Stop {
+    fn from(e: ApiError) -> Self {
+        Self::Failed(e)
+    }
+}
+
+fn operator(org_id: &str) -> Principal {
+    Principal {
+        org_id: org_id.to_owned(),
+        client_id: "token-vault-operator".into(),
+        kind: TokenKind::Machine,
+        scopes: Default::default(),
+        admin: true,
+    }
+}
+
+fn job_meta(job: &str) -> RequestMeta {
+    RequestMeta {
+        request_id: format!("{job}-{}", crate::audit::event_id(OffsetDateTime::now_utc())),
+        source_ip: None,
+        user_agent: Some(format!("token-vault {job}")),
+    }
+}
+
+impl Vault {
+    async fn record_job(
+        &self,
+        kind: EventKind,
+        org_id: &str,
+        meta: &RequestMeta,
+        detail: String,
+    ) -> Result<(), ApiError> {
+        let p = operator(org_id);
+        let event = AuditEvent {
+            kind,
+            principal: &p,
+            meta,
+            secret_name: "*",
+            owner: None,
+            outcome: "success",
+            detail: Some(detail),
+        };
+        self.store.put_audit(event.to_item(OffsetDateTime::now_utc(), self.audit_retention_days)).await
+    }
+
+    fn is_active(&self, key_id: &str) -> bool {
+        self.keyring.find(key_id).is_some_and(|k| k.id() == self.keyring.active().id())
+    }
+
+    /// Moves every secret's data key to the active master key, organization by organization.
+    ///
+    /// Safe while the API serves traffic: each data key is replaced only if the secret still holds the
+    /// one read (a conditional write), so an update made meanwhile is never overwritten. Idempotent, and
+    /// resumable: finished organizations are checkpointed, and a rerun skips secrets already current.
+    /// Each finished organization gets a `vault.key.rotated` audit event.
+    pub async fn rewrap_all(&self, opts: &RewrapOptions, progress: impl Fn(&str)) -> Result<RewrapReport, ApiError> {
+        let active = self.keyring.active().id().to_owned();
+        let meta = job_meta("rotate-keys");
+        let mut report = RewrapReport { active_key_id: active.clone(), ..RewrapReport::default() };
+        let mut after = match self.store.get_checkpoint().await? {
+            Some((key_id, last_org)) if key_id == active => {
+                progress(&format!("resuming after organization {last_org:?}"));
+                Some(last_org)
+            }
+            _ => None,
+        };
+        loop {
+            let (orgs, more) = self.store.list_orgs(after.as_deref(), ORG_PAGE).await?;
+            for org in &orgs {
+                let before = report.clone();
+                match self.rewrap_org(org, opts, &mut report).await {
+                    Ok(()) => {}
+                    Err(Stop::Limit) => {
+                        progress("stopping early; run the job again to resume");
+                        return Ok(report);
+                    }
+                    Err(Stop::Failed(e)) => return Err(e),
+                }
+                let detail = format!(
+                    "toKeyId={active} rewrapped={} alreadyCurrent={} changedMeanwhile={} failed={}",
+                    report.rewrapped - before.rewrapped,
+                    report.already_current - before.already_current,
+                    report.changed_meanwhile - before.changed_meanwhile,
+                    report.failed - before.failed
+                );
+                self.record_job(EventKind::KeyRotated, org, &meta, detail.clone()).await?;
+                self.store.put_checkpoint(&active, org).await?;
+                report.organizations += 1;
+                progress(&format!("organization {org:?}: {detail}"));
+            }
+            match more {
+                Some(last) => after = Some(last),
+                None => break,
+            }
+        }
+        self.store.delete_checkpoint().await?;
+        report.complete = true;
+        Ok(report)
+    }
+
+    async fn rewrap_org(&self, org_id: &str, opts: &RewrapOptions, report: &mut RewrapReport) -> Result<(), Stop> {
+        let mut start = None;
+        loop {
+            let (page, next) = self.store.org_secret_keys(org_id, start).await?;
+            for (owner, name, key_id) in page {
+                report.secrets_seen += 1;
+                if self.is_active(&key_id) {
+                    report.already_current += 1;
+                    continue;
+                }
+                let limit_hit = opts.max_rewraps.is_some_and(|max| report.rewrapped >= max)
+                    || opts.deadline.is_some_and(|d| Instant::now() >= d);
+                if limit_hit {
+                    report.secrets_seen -= 1;
+                    return Err(Stop::Limit);
+                }
+                self.rewrap_one(org_id, &owner, &name, report).await?;
+            }
+            match next {
+                Some(key) => start = Some(key),
+                None => return Ok(()),
+            }
+        }
+    }
+
+    async fn rewrap_one(
+        &self,
+        org_id: &str,
+        owner: &Owner,
+        name: &str,
+        report: &mut RewrapReport,
+    ) -> Result<(), ApiError> {
+        let Some(item) = self.store.get_secret(org_id, owner, name).await? else {
+            report.changed_meanwhile += 1;
+            return Ok(());
+        };
+        let Some(envelope) = item.envelope else { return Err(ApiError::internal("secret read without its envelope")) };
+        if self.is_active(&envelope.key_id) {
+            report.changed_meanwhile += 1;
+            return Ok(());
+        }
+        let binding = Binding { org_id, owner, name };
+        let moved = async {
+            let old = self.org_key(org_id, Some(&envelope.key_id), false).await?;
+            let new = self.org_key(org_id, None, false).await?;
+            old.rewrap(&new, binding, &envelope).map_err(|e| ApiError::Integrity(Box::new(e)))
+        }
+        .await;
+        match moved {
+            Ok(moved) => {
+                if self.store.replace_wrapped_key(org_id, owner, name, &envelope, &moved).await? {
+                    report.rewrapped += 1;
+                } else {
+                    report.changed_meanwhile += 1;
+                }
+                Ok(())
+            }
+            Err(e @ ApiError::Integrity(_)) => {
+                tracing::error!(org = org_id, secret = name, error = %crate::error::chain(&e), "cannot rewrap secret");
+                report.failed += 1;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Counts secrets per master key id (as their envelopes name it), across every organization.
+    /// An old key may leave the ring once it counts zero.
+    pub async fn key_usage(&self) -> Result<BTreeMap<String, usize>, ApiError> {
+        let mut usage = BTreeMap::new();
+        let mut after: Option<String> = None;
+        loop {
+            let (orgs, more) = self.store.list_orgs(after.as_deref(), ORG_PAGE).await?;
+            for org in &orgs {
+                let mut start = None;
+                loop {
+                    let (page, next) = self.store.org_secret_keys(org, start).await?;
+                    for (_, _, key_id) in page {
+                        *usage.entry(key_id).or_insert(0) += 1;
+                    }
+                    match next {
+                        Some(key) => start = Some(key),
+                        None => break,
+                    }
+                }
+            }
+            match more {
+                Some(last) => after = Some(last),
+                None => return Ok(usage),
+            }
+        }
+    }
+
+    /// Crypto-shreds an organization: destroys its salt (every secret of it becomes permanently
+    /// unreadable, backups included), deletes its secret items, and records `vault.org.shredded`.
+    /// Refuses unless `confirm` repeats the organization id.
+    pub async fn shred_org(&self, org_id: &str, confirm: &str) -> Result<ShredReport, ApiError> {
+        if org_id.is_empty() || confirm != org_id {
+            return Err(ApiError::bad_request(
+                "confirmation_required",
+                "Shredding is permanent: repeat the organization id as the confirmation.",
+            ));
+        }
+        let salt_destroyed = self.store.delete_salt(org_id).await?;
+        self.forget_org(org_id).await;
+        let mut secrets_deleted = 0;
+        let mut start = None;
+        loop {
+            let (page, next) = self.store.org_secret_keys(org_id, start).await?;
+            for (owner, name, _) in page {
+                self.store.delete_secret_item(org_id, &owner, &name).await?;
+                secrets_deleted += 1;
+            }
+            match next {
+                Some(key) => start = Some(key),
+                None => break,
+            }
+        }
+        let meta = job_meta("shred-org");
+        let detail = format!("saltDestroyed={salt_destroyed} secretsDeleted={secrets_deleted}");
+        self.record_job(EventKind::OrgShredded, org_id, &meta, detail).await?;
+        tracing::warn!(org = org_id, secrets_deleted, salt_destroyed, "organization shredded");
+        Ok(ShredReport { org_id: org_id.to_owned(), salt_destroyed, secrets_deleted })
+    }
+}

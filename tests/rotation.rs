@@ -1,0 +1,225 @@
+//! Master key rotation (keyring, rewrap job) and crypto-shredding, against a real DynamoDB-compatible
+//! server, with the API serving traffic throughout.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde_json::json;
+use token_vault::Vault;
+use token_vault::operations::RewrapOptions;
+use vault_tests::*;
+
+const NEW_KEY: &str = "9a8b7c6d5e4f30211203f4e5d6c7b8a99a8b7c6d5e4f30211203f4e5d6c7b8a9";
+
+fn ring_new_and_old() -> String {
+    format!("k2:{NEW_KEY},k1:{MASTER_KEY}")
+}
+
+fn ring_new_only() -> String {
+    format!("k2:{NEW_KEY}")
+}
+
+async fn ring_vault(t: &TestVault, ring: &str) -> Vault {
+    t.sibling(&[("VAULT_MASTER_KEY", ""), ("VAULT_MASTER_KEYS", ring)]).await
+}
+
+/// Writes `per_org` app-level and `per_org` user-level secrets in each org; returns (token, name, value).
+async fn seed(t: &TestVault, orgs: &[&str], per_org: usize) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for org in orgs {
+        for i in 0..per_org {
+            for (kind, tok) in [("app", m2m(org, "client-a")), ("user", user(org, "client-a", "auth0|u1"))] {
+                let name = format!("{kind}-{i}");
+                let value = format!("{org}-{kind}-{i}-v0");
+                let r = t.send(put(&tok, json!({"name": name, "value": value}))).await;
+                assert_eq!(r.status, 201, "{}", r.body);
+                out.push((tok, name, value));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn rotation_under_load_loses_no_write_and_counts_exactly() {
+    let t = Arc::new(TestVault::start().await);
+    let mut expected: Vec<(String, String, String)> = seed(&t, &["org-a", "org-b", "org-c"], 6).await;
+    let total = expected.len();
+    let before = t.vault.key_usage().await.unwrap();
+    assert_eq!(before.values().sum::<usize>(), total);
+    assert_eq!(before.len(), 1, "everything starts under the lone key");
+
+    // The new ring is deployed: every container now writes under k2 and still reads k1.
+    let serving = Arc::new(ring_vault(&t, &ring_new_and_old()).await);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for (w, (tok, name, _)) in expected.iter().enumerate().filter(|(i, _)| i % 4 == 0) {
+        let (serving, stop, tok, name) = (serving.clone(), stop.clone(), tok.clone(), name.clone());
+        writers.push((
+            w,
+            tokio::spawn(async move {
+                let mut last = None;
+                let mut j = 0;
+                while !stop.load(Ordering::SeqCst) && j < 200 {
+                    let value = format!("{name}-w{j}");
+                    let r = send_to(&serving, put(&tok, json!({"name": name, "value": value}))).await;
+                    assert_eq!(r.status, 200, "{}", r.body);
+                    last = Some(value);
+                    j += 1;
+                }
+                last
+            }),
+        ));
+    }
+    let mut readers = Vec::new();
+    for (tok, name, _) in expected.clone() {
+        let (serving, stop) = (serving.clone(), stop.clone());
+        readers.push(tokio::spawn(async move {
+            let mut reads = 0;
+            while !stop.load(Ordering::SeqCst) && reads < 50 {
+                let r = send_to(&serving, get(&tok, &name)).await;
+                assert_eq!(r.status, 200, "a read failed during rotation: {}", r.body);
+                reads += 1;
+            }
+        }));
+    }
+    let job_vault = ring_vault(&t, &ring_new_and_old()).await;
+    let report = job_vault.rewrap_all(&RewrapOptions::default(), |_| {}).await.unwrap();
+    stop.store(true, Ordering::SeqCst);
+    for (w, task) in writers {
+        if let Some(last) = task.await.unwrap() {
+            expected[w].2 = last;
+        }
+    }
+    for task in readers {
+        task.await.unwrap();
+    }
+
+    assert!(report.complete);
+    assert_eq!(report.organizations, 3);
+    assert_eq!(report.secrets_seen, total);
+    assert_eq!(report.failed, 0);
+    assert_eq!(report.rewrapped + report.already_current + report.changed_meanwhile, total, "{report:?}");
+    let untouched_by_writers = expected.len() - expected.len().div_ceil(4);
+    assert!(report.rewrapped >= untouched_by_writers, "{report:?}");
+    assert_eq!(job_vault.key_usage().await.unwrap(), BTreeMap::from([("k2".to_owned(), total)]));
+
+    // The old key leaves the ring: every secret still opens, with the last value written.
+    let after = ring_vault(&t, &ring_new_only()).await;
+    for (tok, name, value) in &expected {
+        let r = send_to(&after, get(tok, name)).await;
+        assert_eq!((r.status, r.json["value"].as_str()), (200, Some(value.as_str())), "{name}");
+    }
+    for org in ["org-a", "org-b", "org-c"] {
+        let rotated = t.audit_events(org).await.iter().filter(|e| *e == "vault.key.rotated").count();
+        assert_eq!(rotated, 1, "{org}");
+    }
+}
+
+#[tokio::test]
+async fn an_interrupted_rewrap_resumes_and_never_rewraps_twice() {
+    let t = TestVault::start().await;
+    let secrets = seed(&t, &["org-1", "org-2"], 8).await;
+    let total = secrets.len();
+    let job = ring_vault(&t, &ring_new_and_old()).await;
+
+    let first = job.rewrap_all(&RewrapOptions { max_rewraps: Some(7), ..Default::default() }, |_| {}).await.unwrap();
+    assert!(!first.complete);
+    assert_eq!(first.rewrapped, 7);
+    let usage = job.key_usage().await.unwrap();
+    assert_eq!(usage.get("k2"), Some(&7));
+    assert_eq!(usage.values().sum::<usize>(), total);
+
+    let second = job.rewrap_all(&RewrapOptions::default(), |_| {}).await.unwrap();
+    assert!(second.complete);
+    assert_eq!(second.rewrapped, total - 7, "{second:?}");
+    assert_eq!(second.failed, 0);
+    let third = job.rewrap_all(&RewrapOptions::default(), |_| {}).await.unwrap();
+    assert_eq!((third.rewrapped, third.already_current, third.complete), (0, total, true));
+
+    let after = ring_vault(&t, &ring_new_only()).await;
+    for (tok, name, value) in &secrets {
+        assert_eq!(send_to(&after, get(tok, name)).await.json["value"], value.as_str());
+    }
+    // A resumed run that finished its organization audits it once more; nothing else is recorded twice.
+    let rotated: usize = {
+        let mut n = 0;
+        for org in ["org-1", "org-2"] {
+            n += t.audit_events(org).await.iter().filter(|e| *e == "vault.key.rotated").count();
+        }
+        n
+    };
+    assert!((2..=4).contains(&rotated), "{rotated}");
+}
+
+#[tokio::test]
+async fn new_writes_use_the_active_key_and_a_missing_key_is_an_integrity_error() {
+    let t = TestVault::start().await;
+    let tok = m2m("org1", "c");
+    t.send(put(&tok, json!({"name": "old", "value": "under-k1"}))).await;
+    let ring = ring_vault(&t, &ring_new_and_old()).await;
+    assert_eq!(send_to(&ring, put(&tok, json!({"name": "new", "value": "under-k2"}))).await.status, 201);
+    let usage = ring.key_usage().await.unwrap();
+    assert_eq!(usage.get("k2"), Some(&1));
+    assert_eq!(usage.len(), 2);
+    // Both open under the ring; the lone key's envelope is found through its fingerprint.
+    assert_eq!(send_to(&ring, get(&tok, "old")).await.json["value"], "under-k1");
+    assert_eq!(send_to(&ring, get(&tok, "new")).await.json["value"], "under-k2");
+    // Without k1, the old envelope is an integrity error; the response does not name the key, the log does.
+    let only_new = ring_vault(&t, &ring_new_only()).await;
+    let r = send_to(&only_new, get(&tok, "old")).await;
+    assert_eq!((r.status, r.code()), (500, "integrity_error"));
+    let missing = usage.keys().find(|k| *k != "k2").unwrap().clone();
+    assert!(missing.starts_with("mk-"));
+    assert!(!r.body.contains(&missing));
+    assert!(logs().contains(&missing), "the log names the missing key id");
+    assert_eq!(send_to(&only_new, get(&tok, "new")).await.json["value"], "under-k2");
+}
+
+#[tokio::test]
+async fn shredding_destroys_an_organization_for_good() {
+    let t = TestVault::start().await;
+    let doomed = seed(&t, &["doomed"], 3).await;
+    let kept = seed(&t, &["kept"], 2).await;
+    let backup: Vec<Item> =
+        t.all_secret_items().await.into_iter().filter(|i| s(i, "pk").starts_with("org#doomed#")).collect();
+    assert_eq!(backup.len(), doomed.len() + 1, "secrets and the salt");
+
+    let err = t.vault.shred_org("doomed", "kept").await.unwrap_err();
+    assert_eq!((err.status(), err.code()), (400, "confirmation_required"));
+    assert_eq!(t.send(get(&doomed[0].0, &doomed[0].1)).await.status, 200, "a refused shred changes nothing");
+
+    let report = t.vault.shred_org("doomed", "doomed").await.unwrap();
+    assert!(report.salt_destroyed);
+    assert_eq!(report.secrets_deleted, doomed.len());
+    for (tok, name, _) in &doomed {
+        assert_eq!(t.send(get(tok, name)).await.status, 404);
+    }
+    for (tok, name, value) in &kept {
+        assert_eq!(t.send(get(tok, name)).await.json["value"], value.as_str());
+    }
+    assert!(t.all_secret_items().await.iter().all(|i| !s(i, "pk").starts_with("org#doomed#")));
+    let events = t.audit("doomed").await;
+    let shredded = events.iter().find(|e| s(e, "event") == "vault.org.shredded").unwrap();
+    assert!(s(shredded, "detail").contains(&format!("secretsDeleted={}", doomed.len())));
+
+    // A restored backup of the secrets (without the destroyed salt) cannot be opened, by this container
+    // or a fresh one.
+    for item in backup.iter().filter(|i| s(i, "sk") != "salt") {
+        t.put_secret_item(item.clone()).await;
+    }
+    let fresh = t.sibling(&[]).await;
+    for vault in [&t.vault, &fresh] {
+        let r = send_to(vault, get(&doomed[0].0, &doomed[0].1)).await;
+        assert_eq!((r.status, r.code()), (500, "integrity_error"), "{}", r.body);
+        assert!(!r.body.contains("-v0"));
+    }
+    // The organization can start over under a new salt; the restored items stay unreadable.
+    let r = t.send(put(&m2m("doomed", "client-a"), json!({"name": "fresh", "value": "new-life"}))).await;
+    assert_eq!(r.status, 201);
+    assert_eq!(t.send(get(&m2m("doomed", "client-a"), "fresh")).await.json["value"], "new-life");
+    let r = send_to(&fresh, get(&doomed[0].0, &doomed[0].1)).await;
+    assert_eq!((r.status, r.code()), (500, "integrity_error"));
+}
