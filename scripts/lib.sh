@@ -35,6 +35,26 @@ ensure_sam() {
   sam --version >/dev/null 2>&1 || die "sam is not on PATH after installing it"
 }
 
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# Debian's Chromium for the portal's browser tests (Playwright's own browser download is not used).
+ensure_chromium() {
+  if [ ! -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ]; then
+    log "installing chromium (Debian)"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq chromium >/dev/null
+  fi
+  "${CHROMIUM_PATH:-/usr/bin/chromium}" --version >/dev/null 2>&1 || die "chromium does not run"
+}
+
+# playwright-core for the browser tests, from the npm registry at the locked version.
+ensure_browser_test_deps() {
+  ensure_chromium
+  npm ci --prefix "$ROOT/tests/browser" --no-audit --no-fund --loglevel=error >/dev/null
+}
+
 # Development configuration, generated once and kept in .local/dev.env (git-ignored) so that restarts
 # keep opening the secrets stored in .local. Values already in the environment win.
 load_dev_env() {

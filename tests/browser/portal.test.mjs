@@ -1,0 +1,169 @@
+// The admin portal in a real browser (Debian's headless Chromium via playwright-core), against the local
+// stack that scripts/test starts: VAULT_SMOKE_URL is its API, VAULT_SMOKE_TOKENS the tokens file.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdirSync, readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const BASE = process.env.VAULT_SMOKE_URL;
+const TOKENS_FILE = process.env.VAULT_SMOKE_TOKENS;
+if (!BASE || !TOKENS_FILE) throw new Error("VAULT_SMOKE_URL and VAULT_SMOKE_TOKENS must be set; run through scripts/test");
+const tokens = Object.fromEntries(
+  readFileSync(TOKENS_FILE, "utf8").trim().split("\n").map((line) => [line.slice(0, line.indexOf("=")), line.slice(line.indexOf("=") + 1)]),
+);
+const ARTIFACTS = join(dirname(fileURLToPath(import.meta.url)), "..", "artifacts");
+
+let browser;
+
+before(async () => {
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM_PATH || "/usr/bin/chromium",
+    args: [
+      "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+      "--disable-component-update", "--disable-sync",
+    ],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+async function openPortal(viewport = { width: 1280, height: 900 }) {
+  const page = await browser.newPage({ viewport });
+  // Console errors and page errors (CSP violations among them), and any failed load of the page or its
+  // assets. The API's deliberate 4xx answers to the tests' own fetches are not problems.
+  const problems = [];
+  page.on("console", (m) => m.type() === "error" && !m.text().startsWith("Failed to load resource") && problems.push(m.text()));
+  page.on("pageerror", (e) => problems.push(String(e)));
+  page.on("response", (r) => r.url().includes("/portal/") && r.status() >= 400 && problems.push(`${r.status()} ${r.url()}`));
+  const resp = await page.goto(`${BASE}/portal/vault`, { timeout: 120_000 });
+  assert.equal(resp.status(), 200);
+  assert.match(resp.headers()["content-security-policy"], /default-src 'none'; script-src 'self'/);
+  return { page, problems };
+}
+
+async function signIn(page, token) {
+  await page.getByLabel("Bearer token").fill(token);
+  await page.getByRole("button", { name: "Sign in" }).click();
+}
+
+function localInput(date) {
+  return new Date(date.getTime() - date.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
+}
+
+test("an admin adds, sees and deletes a secret of another client", async () => {
+  const { page, problems } = await openPortal();
+  await signIn(page, tokens.ADMIN_TOKEN);
+  await page.getByText("Organization org_local · client client_admin").waitFor();
+  assert.equal(await page.evaluate(() => sessionStorage.length), 1, "the token is kept in sessionStorage");
+
+  const name = `portal_${Date.now()}`;
+  await page.getByLabel("Name", { exact: true }).fill(name);
+  await page.getByLabel("OAuth client").fill("client_a");
+  await page.getByLabel("Value").fill("sk-portal-value-0001");
+  await page.getByRole("button", { name: "Show" }).click();
+  assert.equal(await page.getByLabel("Value").getAttribute("type"), "text", "show reveals the value");
+  await page.getByRole("button", { name: "Hide" }).click();
+  assert.equal(await page.getByLabel("Value").getAttribute("type"), "password");
+  await page.getByLabel(/^Scopes/).fill("payments, billing");
+  await page.getByLabel(/^Expires/).fill(localInput(new Date(Date.now() + 3 * 86400e3 + 2 * 3600e3)));
+  await page.getByRole("button", { name: "Save secret" }).click();
+  await page.getByText(`Created ${name} for client client_a.`).waitFor();
+
+  const row = page.getByRole("row").filter({ hasText: name });
+  await row.waitFor();
+  const text = await row.innerText();
+  for (const expected of ["client_a", "payments", "billing", "expires in 3 days"]) {
+    assert.ok(text.includes(expected), `the row shows ${expected}: ${text}`);
+  }
+  assert.equal(await row.locator("time").count(), 3, "created, updated and expiry dates are shown");
+  assert.ok(!(await page.content()).includes("sk-portal-value-0001"), "values are never shown in the list");
+  await page.getByLabel("Client", { exact: true }).selectOption("client_a");
+  await row.waitFor();
+  mkdirSync(ARTIFACTS, { recursive: true });
+  await page.screenshot({ path: join(ARTIFACTS, "portal.png"), fullPage: true });
+  await page.getByLabel("Client", { exact: true }).selectOption("");
+
+  // A bad name is refused before any request, with the API's own message.
+  let posts = 0;
+  page.on("request", (r) => r.method() === "POST" && posts++);
+  await page.getByLabel("Name", { exact: true }).fill("bad name");
+  await page.getByLabel("Value").fill("x");
+  await page.getByRole("button", { name: "Save secret" }).click();
+  const shown = await page.locator("#f-name-error").innerText();
+  const apiMessage = await page.evaluate(async (token) => {
+    const r = await fetch("/vault/secrets", {
+      method: "POST",
+      headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ name: "bad name", value: "x", clientId: "client_a" }),
+    });
+    return (await r.json()).error.message;
+  }, tokens.ADMIN_TOKEN);
+  assert.equal(shown, apiMessage);
+  assert.equal(posts, 1, "only the test's own request reached the API");
+  assert.equal(await page.getByLabel("Name", { exact: true }).getAttribute("aria-invalid"), "true");
+
+  // Delete through the confirmation dialog, which needs the name typed.
+  await row.getByRole("button", { name: `Delete ${name} of client_a` }).click();
+  const dialog = page.getByRole("dialog");
+  await dialog.waitFor();
+  const confirm = dialog.getByRole("button", { name: "Delete" });
+  assert.ok(await confirm.isDisabled());
+  await dialog.getByLabel("Secret name").fill(name.slice(0, -1));
+  assert.ok(await confirm.isDisabled(), "a near-miss does not enable deletion");
+  await dialog.getByLabel("Secret name").fill(name);
+  await confirm.click();
+  await page.getByText(`Deleted ${name} of client client_a.`).waitFor();
+  assert.equal(await page.getByRole("row").filter({ hasText: name }).count(), 0);
+  const status = await page.evaluate(
+    async ([token, n]) => (await fetch(`/vault/secrets/${n}?clientId=client_a`, { headers: { Authorization: `Bearer ${token}` } })).status,
+    [tokens.ADMIN_TOKEN, name],
+  );
+  assert.equal(status, 404, "the secret is gone from the API too");
+
+  await page.getByRole("button", { name: "Sign out" }).click();
+  assert.equal(await page.evaluate(() => sessionStorage.length), 0, "sign-out clears the token");
+  await page.getByLabel("Bearer token").waitFor();
+  assert.deepEqual(problems, [], "no console errors or CSP violations");
+});
+
+test("a token without vault:admin is refused with a clear message", async () => {
+  const { page, problems } = await openPortal();
+  await signIn(page, tokens.M2M_TOKEN);
+  await page.getByText(/lacks vault:admin/).waitFor();
+  assert.ok(await page.locator("#app").isHidden());
+  assert.equal(await page.evaluate(() => sessionStorage.length), 0);
+  await signIn(page, "not a token");
+  await page.getByText("This is not a JWT bearer token.").waitFor();
+  assert.deepEqual(problems, []);
+});
+
+test("the page works on a narrow screen and from the keyboard", async () => {
+  const { page, problems } = await openPortal({ width: 390, height: 844 });
+  await page.getByLabel("Bearer token").focus();
+  await page.keyboard.insertText(tokens.ADMIN_TOKEN);
+  await page.keyboard.press("Tab");
+  await page.keyboard.press("Enter");
+  await page.getByText("Organization org_local").waitFor();
+  // The name field has focus after sign-in; fill the form from the keyboard alone.
+  const name = `narrow_${Date.now()}`;
+  await page.keyboard.insertText(name);
+  await page.getByLabel("OAuth client").focus();
+  await page.keyboard.press("Control+A");
+  await page.keyboard.insertText("client_narrow");
+  await page.getByLabel("Value").focus();
+  await page.keyboard.insertText("v");
+  await page.getByRole("button", { name: "Save secret" }).focus();
+  await page.keyboard.press("Enter");
+  await page.getByText(`Created ${name} for client client_narrow.`).waitFor();
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 0, `no horizontal scrolling (${overflow}px)`);
+  await page.getByRole("row").filter({ hasText: name }).getByRole("button", { name: /^Delete/ }).click();
+  await page.keyboard.insertText(name);
+  await page.keyboard.press("Enter");
+  await page.getByText(`Deleted ${name} of client client_narrow.`).waitFor();
+  assert.deepEqual(problems, []);
+});
