@@ -393,6 +393,7 @@ document.addEventListener("DOMContentLoaded", () => {
     $("delete-submit").disabled = !pendingDelete || $("delete-confirm").value !== pendingDelete.name;
   });
 
+  document.documentElement.dataset.ready = "true";
   const saved = session.get();
   if (saved) {
     signIn(saved).then((err) => {

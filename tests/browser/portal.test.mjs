@@ -42,6 +42,8 @@ async function openPortal(viewport = { width: 1280, height: 900 }) {
   const resp = await page.goto(`${BASE}/portal/vault`, { timeout: 120_000 });
   assert.equal(resp.status(), 200);
   assert.match(resp.headers()["content-security-policy"], /default-src 'none'; script-src 'self'/);
+  // The script has wired the page (it marks the document once its handlers are attached).
+  await page.locator("html[data-ready='true']").waitFor({ state: "attached" });
   return { page, problems };
 }
 
