@@ -98,7 +98,7 @@ impl MasterKey {
         let mut okm = Zeroizing::new([0u8; KEY_LEN]);
         hk.expand(&info, okm.as_mut_slice())
             .unwrap_or_else(|_| unreachable!("32 bytes is a valid HKDF-SHA256 output length"));
-        OrgKey { key_id: self.id.clone(), key: okm }
+        OrgKey { key_id: self.id.clone(), salt: *salt, key: okm }
     }
 }
 
@@ -171,6 +171,8 @@ pub fn random_salt() -> [u8; SALT_LEN] {
 /// One organization's key, derived from a master key; zeroizes on drop.
 pub struct OrgKey {
     key_id: String,
+    /// The organization salt it derives from (not secret): writes check it still exists.
+    salt: [u8; SALT_LEN],
     key: Zeroizing<[u8; KEY_LEN]>,
 }
 
@@ -245,14 +247,23 @@ impl OrgKey {
         let data_key =
             gcm_open(&self.key, &envelope.wrapped_key, &wrap_aad(envelope.version, &envelope.key_id, binding))
                 .ok_or(IntegrityError::WrappedKey)?;
-        let data_key: Zeroizing<[u8; KEY_LEN]> =
-            Zeroizing::new(data_key.as_slice().try_into().map_err(|_| IntegrityError::WrappedKey)?);
+        if data_key.len() != KEY_LEN {
+            return Err(IntegrityError::WrappedKey);
+        }
+        let mut key = Zeroizing::new([0u8; KEY_LEN]);
+        key.copy_from_slice(&data_key);
+        let data_key = key;
         gcm_open(&data_key, &envelope.ciphertext, &value_aad(envelope.version, binding))
             .ok_or(IntegrityError::Ciphertext)
     }
 }
 
 impl OrgKey {
+    /// The organization salt this key derives from.
+    pub fn salt(&self) -> &[u8; SALT_LEN] {
+        &self.salt
+    }
+
     /// The id of the master key this organization key derives from.
     pub fn key_id(&self) -> &str {
         &self.key_id

@@ -19,6 +19,8 @@ use crate::service::Vault;
 
 /// Organizations read per page of the registry.
 const ORG_PAGE: i32 = 100;
+/// Most passes the shredder makes over an organization's secrets.
+const SHRED_PASSES: usize = 5;
 
 /// Bounds on one run of the rewrap job; a run that stops early is resumed by running it again.
 #[derive(Debug, Clone, Default)]
@@ -29,7 +31,7 @@ pub struct RewrapOptions {
     pub deadline: Option<Instant>,
 }
 
-/// What a rewrap run did. Every secret seen lands in exactly one of the five outcome counts.
+/// What a rewrap run did. Every secret seen lands in exactly one of the four outcome counts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RewrapReport {
@@ -117,7 +119,7 @@ impl Vault {
     /// Safe while the API serves traffic: each data key is replaced only if the secret still holds the
     /// one read (a conditional write), so an update made meanwhile is never overwritten. Idempotent, and
     /// resumable: finished organizations are checkpointed, and a rerun skips secrets already current.
-    /// Each finished organization gets a `vault.key.rotated` audit event.
+    /// Each organization whose data keys the run moved gets a `vault.key.rotated` audit event.
     pub async fn rewrap_all(&self, opts: &RewrapOptions, progress: impl Fn(&str)) -> Result<RewrapReport, ApiError> {
         let active = self.keyring.active().id().to_owned();
         let meta = job_meta("rotate-keys");
@@ -148,7 +150,11 @@ impl Vault {
                     report.changed_meanwhile - before.changed_meanwhile,
                     report.failed - before.failed
                 );
-                self.record_job(EventKind::KeyRotated, org, &meta, detail.clone()).await?;
+                // Only an organization whose keys this run touched gets an event; a run with nothing to
+                // do (a scheduled one, or a rerun) records nothing.
+                if report.rewrapped > before.rewrapped || report.failed > before.failed {
+                    self.record_job(EventKind::KeyRotated, org, &meta, detail.clone()).await?;
+                }
                 self.store.put_checkpoint(&active, org).await?;
                 report.organizations += 1;
                 progress(&format!("organization {org:?}: {detail}"));
@@ -268,17 +274,26 @@ impl Vault {
         }
         let salt_destroyed = self.store.delete_salt(org_id).await?;
         self.forget_org(org_id).await;
+        // The index is eventually consistent: pass over it again until a pass finds nothing, so a secret
+        // written just before the salt went is not left behind.
         let mut secrets_deleted = 0;
-        let mut start = None;
-        loop {
-            let (page, next) = self.store.org_secret_keys(org_id, start).await?;
-            for (owner, name, _) in page {
-                self.store.delete_secret_item(org_id, &owner, &name).await?;
-                secrets_deleted += 1;
+        for _ in 0..SHRED_PASSES {
+            let mut found = 0;
+            let mut start = None;
+            loop {
+                let (page, next) = self.store.org_secret_keys(org_id, start).await?;
+                for (owner, name, _) in page {
+                    self.store.delete_secret_item(org_id, &owner, &name).await?;
+                    found += 1;
+                }
+                match next {
+                    Some(key) => start = Some(key),
+                    None => break,
+                }
             }
-            match next {
-                Some(key) => start = Some(key),
-                None => break,
+            secrets_deleted += found;
+            if found == 0 {
+                break;
             }
         }
         let meta = job_meta("shred-org");

@@ -226,9 +226,10 @@ impl Vault {
     /// Creates or replaces a secret.
     pub async fn put_secret(&self, meta: &RequestMeta, p: &Principal, input: PutSecret) -> Result<PutAction, ApiError> {
         let owner = self.allowed(policy::mutation_owner(p, input.client_id.as_deref()), p, meta, &input.name).await?;
-        let key = self.org_key(&p.org_id, None, true).await?;
         let binding = Binding { org_id: &p.org_id, owner: &owner, name: &input.name };
-        let envelope = key.seal(binding, input.value.expose_secret().as_bytes()).map_err(ApiError::internal)?;
+        let seal = |key: &OrgKey| key.seal(binding, input.value.expose_secret().as_bytes()).map_err(ApiError::internal);
+        let mut key = self.org_key(&p.org_id, None, true).await?;
+        let mut envelope = seal(&key)?;
         let mut backoff = Duration::from_millis(5);
         for _ in 0..MAX_WRITE_ATTEMPTS {
             let now = OffsetDateTime::now_utc();
@@ -247,16 +248,26 @@ impl Vault {
                 Self::event(kind, p, meta, &input.name, Some(&owner), "success").to_item(now, self.audit_retention_days)
             };
             let ts = now.unix_timestamp();
-            match self.store.create_secret(&p.org_id, &secret, audit(EventKind::Created), ts).await? {
-                Mutation::Applied => return Ok(PutAction::Created),
-                Mutation::Contended => {}
-                Mutation::ConditionFailed => {
-                    match self.store.update_secret(&p.org_id, &secret, audit(EventKind::Updated), ts).await? {
-                        Mutation::Applied => return Ok(PutAction::Updated),
-                        // Deleted or expired in between, or contended: start over.
-                        Mutation::ConditionFailed | Mutation::Contended => {}
-                    }
+            let mut outcome =
+                self.store.create_secret(&p.org_id, &secret, audit(EventKind::Created), ts, key.salt()).await?;
+            if outcome == Mutation::Applied {
+                return Ok(PutAction::Created);
+            }
+            if outcome == Mutation::ConditionFailed {
+                outcome =
+                    self.store.update_secret(&p.org_id, &secret, audit(EventKind::Updated), ts, key.salt()).await?;
+                if outcome == Mutation::Applied {
+                    return Ok(PutAction::Updated);
                 }
+                // Otherwise deleted or expired in between, or contended: start over.
+            }
+            if outcome == Mutation::SaltChanged {
+                // The organization was shredded since this container derived its key: never write
+                // under the destroyed salt; derive again (a new salt) and reseal.
+                self.forget_org(&p.org_id).await;
+                key = self.org_key(&p.org_id, None, true).await?;
+                envelope = seal(&key)?;
+                continue;
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_millis(200));
@@ -337,7 +348,7 @@ impl Vault {
             match self.store.delete_secret(&p.org_id, &owner, name, audit, now.unix_timestamp()).await? {
                 Mutation::Applied => return Ok(()),
                 Mutation::ConditionFailed => return Err(ApiError::NotFound),
-                Mutation::Contended => {}
+                Mutation::Contended | Mutation::SaltChanged => {}
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_millis(200));

@@ -14,10 +14,11 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Delete, Put, TransactWriteItem, Update};
 
 use crate::crypto::{Envelope, SALT_LEN};
 use crate::error::ApiError;
@@ -128,6 +129,9 @@ pub enum Mutation {
     ConditionFailed,
     /// Another transaction touched the item at the same moment; try again.
     Contended,
+    /// The organization salt the value was sealed under no longer exists (the organization was
+    /// shredded): derive the key again and reseal.
+    SaltChanged,
 }
 
 /// The DynamoDB store of secrets and audit events.
@@ -146,11 +150,33 @@ fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
+/// Service error codes that mean "try again later": throttling, capacity, transient server trouble, a
+/// table being created or restored.
+const TRANSIENT_CODES: &[&str] = &[
+    "ThrottlingException",
+    "ProvisionedThroughputExceededException",
+    "RequestLimitExceeded",
+    "InternalServerError",
+    "ServiceUnavailable",
+    "TransactionConflictException",
+    "TransactionInProgressException",
+    "ResourceNotFoundException",
+    "ResourceInUseException",
+];
+
+/// A failed DynamoDB call: 503 (with `Retry-After`) when storage is unreachable, overloaded or briefly
+/// missing; 500 for what retrying cannot fix (a malformed request, missing IAM permissions).
 fn unavailable<E>(e: SdkError<E>) -> ApiError
 where
-    E: std::error::Error + Send + Sync + 'static,
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
 {
-    ApiError::unavailable(e)
+    let transient = match &e {
+        SdkError::ServiceError(ctx) => {
+            ctx.raw().status().is_server_error() || ctx.err().code().is_some_and(|c| TRANSIENT_CODES.contains(&c))
+        }
+        _ => true,
+    };
+    if transient { ApiError::unavailable(e) } else { ApiError::internal(e) }
 }
 
 fn malformed(what: &'static str) -> ApiError {
@@ -238,6 +264,7 @@ impl Store {
         secret: &SecretItem,
         audit: Item,
         now: i64,
+        salt: &[u8; SALT_LEN],
     ) -> Result<Mutation, ApiError> {
         let env = secret.envelope.as_ref().ok_or_else(|| ApiError::internal("create without an envelope"))?;
         let mut item = Item::new();
@@ -266,7 +293,7 @@ impl Store {
             .expression_attribute_values(":now", n(now))
             .build()
             .map_err(ApiError::internal)?;
-        self.transact(TransactWriteItem::builder().put(put).build(), audit).await
+        self.transact(TransactWriteItem::builder().put(put).build(), audit, Some((org_id, salt))).await
     }
 
     /// Replaces a live secret's value, scope and expiry (keeping `createdAt`), with its audit event.
@@ -276,6 +303,7 @@ impl Store {
         secret: &SecretItem,
         audit: Item,
         now: i64,
+        salt: &[u8; SALT_LEN],
     ) -> Result<Mutation, ApiError> {
         let env = secret.envelope.as_ref().ok_or_else(|| ApiError::internal("update without an envelope"))?;
         let mut set = vec![
@@ -316,7 +344,7 @@ impl Store {
             .set_expression_attribute_values(Some(values))
             .build()
             .map_err(ApiError::internal)?;
-        self.transact(TransactWriteItem::builder().update(update).build(), audit).await
+        self.transact(TransactWriteItem::builder().update(update).build(), audit, Some((org_id, salt))).await
     }
 
     /// Deletes a live secret, with its audit event.
@@ -337,38 +365,56 @@ impl Store {
             .expression_attribute_values(":now", n(now))
             .build()
             .map_err(ApiError::internal)?;
-        self.transact(TransactWriteItem::builder().delete(delete).build(), audit).await
+        self.transact(TransactWriteItem::builder().delete(delete).build(), audit, None).await
     }
 
     /// Writes `secret_op` and the audit item in one transaction, so neither exists without the other.
-    async fn transact(&self, secret_op: TransactWriteItem, audit: Item) -> Result<Mutation, ApiError> {
+    /// With `salt_guard`, the transaction also requires the organization's salt to still be the one the
+    /// value was sealed under, so no write is ever accepted under a shredded salt.
+    async fn transact(
+        &self,
+        secret_op: TransactWriteItem,
+        audit: Item,
+        salt_guard: Option<(&str, &[u8; SALT_LEN])>,
+    ) -> Result<Mutation, ApiError> {
         let audit_put = Put::builder()
             .table_name(&self.audit_table)
             .set_item(Some(audit))
             .condition_expression("attribute_not_exists(pk)")
             .build()
             .map_err(ApiError::internal)?;
-        let res = self
+        let mut request = self
             .client
             .transact_write_items()
             .transact_items(secret_op)
-            .transact_items(TransactWriteItem::builder().put(audit_put).build())
-            .send()
-            .await;
+            .transact_items(TransactWriteItem::builder().put(audit_put).build());
+        if let Some((org_id, salt)) = salt_guard {
+            let check = ConditionCheck::builder()
+                .table_name(&self.secrets_table)
+                .key(schema::PK, s(salt_key(org_id)))
+                .key(schema::SK, s("salt"))
+                .condition_expression("salt = :salt")
+                .expression_attribute_values(":salt", AttributeValue::B(Blob::new(salt.to_vec())))
+                .build()
+                .map_err(ApiError::internal)?;
+            request = request.transact_items(TransactWriteItem::builder().condition_check(check).build());
+        }
+        let res = request.send().await;
         match res {
             Ok(_) => Ok(Mutation::Applied),
             Err(SdkError::ServiceError(ctx)) => match ctx.err() {
                 TransactWriteItemsError::TransactionCanceledException(tc) => {
                     let reasons = tc.cancellation_reasons();
                     let code = |i: usize| reasons.get(i).and_then(|r| r.code()).unwrap_or("None");
-                    match (code(0), code(1)) {
-                        ("ConditionalCheckFailed", "None") => Ok(Mutation::ConditionFailed),
-                        ("TransactionConflict", _) | (_, "TransactionConflict") => Ok(Mutation::Contended),
+                    match (code(0), code(1), code(2)) {
+                        (_, _, "ConditionalCheckFailed") => Ok(Mutation::SaltChanged),
+                        ("ConditionalCheckFailed", "None", "None") => Ok(Mutation::ConditionFailed),
+                        (a, b, c) if [a, b, c].contains(&"TransactionConflict") => Ok(Mutation::Contended),
                         _ => Err(ApiError::unavailable(SdkError::ServiceError(ctx))),
                     }
                 }
                 TransactWriteItemsError::TransactionInProgressException(_) => Ok(Mutation::Contended),
-                _ => Err(ApiError::unavailable(SdkError::ServiceError(ctx))),
+                _ => Err(unavailable(SdkError::ServiceError(ctx))),
             },
             Err(e) => Err(unavailable(e)),
         }
