@@ -98,8 +98,26 @@ fn every_function_is_built_from_its_crate_and_routed() {
         let local_route = format!("{{ method = \"{method}\", function = \"{binary}\" }}");
         assert!(cargo.contains(&local_route), "Cargo.toml's watch router lacks {method} {path} -> {binary}");
     }
-    // The portal has no access to any table.
+    // The portal has no access to any table, and no key material in its environment.
     assert!(t["Resources"]["PortalFunction"]["Properties"]["Policies"].is_null());
+    assert!(t["Resources"]["PortalFunction"]["Properties"]["Environment"].is_null());
+    let global_env = format!("{:?}", t["Globals"]["Function"]["Environment"]);
+    for secret in ["VAULT_MASTER_KEY", "VAULT_JWT_HS256_SECRET"] {
+        assert!(!global_env.contains(secret), "{secret} must not be global: the portal would get it");
+    }
+    for resource in [
+        "CreateSecretFunction",
+        "GetSecretFunction",
+        "ListSecretsFunction",
+        "DeleteSecretFunction",
+        "RotateKeysFunction",
+        "ShredOrgFunction",
+    ] {
+        let env = &t["Resources"][resource]["Properties"]["Environment"]["Variables"];
+        for var in ["VAULT_MASTER_KEY", "VAULT_MASTER_KEYS", "VAULT_JWT_HS256_SECRET"] {
+            assert!(!env[var].is_null(), "{resource} gets {var}");
+        }
+    }
     // Operator functions exist, built from their crates, and have no HTTP route.
     for (resource, binary) in [("RotateKeysFunction", "rotate-keys"), ("ShredOrgFunction", "shred-org")] {
         let f = &t["Resources"][resource];
@@ -122,7 +140,10 @@ fn every_function_is_built_from_its_crate_and_routed() {
 fn functions_get_least_privilege() {
     let t = template();
     let expected: [(&str, &[&str]); 6] = [
-        ("CreateSecretFunction", &["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]),
+        (
+            "CreateSecretFunction",
+            &["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem"],
+        ),
         ("GetSecretFunction", &["dynamodb:GetItem"]),
         ("ListSecretsFunction", &["dynamodb:Query"]),
         ("DeleteSecretFunction", &["dynamodb:DeleteItem"]),

@@ -462,9 +462,8 @@ pub fn error_response(e: &ApiError, op: Operation) -> Response<Body> {
     let mut resp = json_response(status, &body);
     let h = resp.headers_mut();
     match e {
-        ApiError::Unauthorized { code: "missing_token", .. } => {
-            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"token-vault\""));
-        }
+        // The contract asks for error="invalid_token" on every 401, a missing token included
+        // (RFC 6750 lets a server omit it there; clients handle both).
         ApiError::Unauthorized { .. } => {
             h.insert(
                 header::WWW_AUTHENTICATE,
