@@ -78,6 +78,7 @@ fn every_function_is_built_from_its_crate_and_routed() {
         ("ListSecretsFunction", "list-secrets", "GET", "/vault/secrets"),
         ("DeleteSecretFunction", "delete-secret", "DELETE", "/vault/secrets/{name}"),
         ("PortalFunction", "portal", "GET", "/portal/vault"),
+        ("PortalFunction", "portal", "GET", "/vault/openapi.json"),
     ];
     let cargo = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml")).unwrap();
     for (resource, binary, method, path) in expected {

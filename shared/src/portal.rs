@@ -1,5 +1,5 @@
 //! The admin portal at `/portal/vault`: one static page (HTML, CSS and a little JavaScript) compiled into
-//! the `portal` function. It talks only to this origin's API with the admin's bearer token; the page
+//! the `portal` function, which also serves the API's OpenAPI document at `/vault/openapi.json`. It talks only to this origin's API with the admin's bearer token; the page
 //! itself is public and holds nothing secret.
 
 use lambda_http::http::{HeaderValue, Method, StatusCode, header};
@@ -9,6 +9,8 @@ const INDEX_HTML: &str = include_str!("../portal/index.html");
 const APP_JS: &str = include_str!("../portal/app.js");
 const APP_CSS: &str = include_str!("../portal/app.css");
 const FAVICON: &str = include_str!("../portal/favicon.svg");
+/// `openapi.yaml`, as JSON (converted by the build script).
+const OPENAPI_JSON: &str = include_str!(concat!(env!("OUT_DIR"), "/openapi.json"));
 
 /// No inline script or style, nothing from another origin, no framing.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
@@ -42,6 +44,7 @@ pub fn handle(req: &Request) -> Response<Body> {
         "/portal/vault/app.js" => page(StatusCode::OK, "text/javascript; charset=utf-8", APP_JS),
         "/portal/vault/app.css" => page(StatusCode::OK, "text/css; charset=utf-8", APP_CSS),
         "/portal/vault/favicon.svg" => page(StatusCode::OK, "image/svg+xml", FAVICON),
+        "/vault/openapi.json" => page(StatusCode::OK, "application/json", OPENAPI_JSON),
         _ => page(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "Not found\n"),
     };
     tracing::info!(status = resp.status().as_u16(), path, "portal request");
@@ -66,6 +69,7 @@ mod tests {
             ("/portal/vault/app.js", "text/javascript; charset=utf-8"),
             ("/portal/vault/app.css", "text/css; charset=utf-8"),
             ("/portal/vault/favicon.svg", "image/svg+xml"),
+            ("/vault/openapi.json", "application/json"),
         ] {
             let r = get(path);
             assert_eq!(r.status(), 200, "{path}");
@@ -76,6 +80,29 @@ mod tests {
         for path in ["/portal/vault/../secrets", "/portal/vault/app.js.map", "/portal/vault/index.html"] {
             assert_eq!(get(path).status(), 404, "{path}");
         }
+    }
+
+    #[test]
+    fn the_openapi_document_describes_every_route() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI_JSON).unwrap();
+        assert_eq!(doc["openapi"], "3.1.0");
+        for (path, method) in [
+            ("/vault/secrets", "post"),
+            ("/vault/secrets", "get"),
+            ("/vault/secrets/{name}", "get"),
+            ("/vault/secrets/{name}", "delete"),
+            ("/vault/openapi.json", "get"),
+        ] {
+            assert!(doc["paths"][path][method].is_object(), "{method} {path}");
+        }
+        // Its limits are the handlers' limits.
+        let schemas = &doc["components"]["schemas"];
+        assert_eq!(schemas["Name"]["maxLength"], crate::http::MAX_NAME_LEN);
+        assert_eq!(schemas["Scope"]["maxItems"], crate::http::MAX_SCOPES);
+        assert_eq!(
+            doc["paths"]["/vault/secrets"]["get"]["parameters"][0]["schema"]["maximum"],
+            crate::http::MAX_LIST_LIMIT
+        );
     }
 
     #[test]
