@@ -4,6 +4,7 @@
 # Pinned tool versions (PyPI).
 CARGO_LAMBDA_VERSION="1.9.2"
 SAM_CLI_VERSION="1.170.0"
+SCHEMATHESIS_VERSION="4.32.5"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export SAM_CLI_TELEMETRY=0
@@ -37,6 +38,16 @@ ensure_sam() {
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# schemathesis from PyPI, for the contract test of openapi.yaml.
+ensure_schemathesis() {
+  if ! schemathesis --version 2>/dev/null | grep -q "${SCHEMATHESIS_VERSION}"; then
+    log "installing schemathesis ${SCHEMATHESIS_VERSION} (PyPI)"
+    pip_install "schemathesis==${SCHEMATHESIS_VERSION}"
+    hash -r
+  fi
+  schemathesis --version >/dev/null 2>&1 || die "schemathesis is not on PATH after installing it"
 }
 
 # Debian's Chromium for the portal's browser tests (Playwright's own browser download is not used).
