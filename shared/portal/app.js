@@ -311,10 +311,11 @@ async function saveSecret(event) {
   $("save").disabled = true;
   try {
     const result = await api("POST", API, body);
-    $("form-status").textContent = `${result.action === "created" ? "Created" : "Updated"} ${body.name} for client ${body.clientId}.`;
     $("f-value").value = "";
     setValueVisible(false);
     await loadSecrets(true);
+    // Announced once the list shows the change.
+    $("form-status").textContent = `${result.action === "created" ? "Created" : "Updated"} ${body.name} for client ${body.clientId}.`;
   } catch (e) {
     show($("form-error"), e.message);
     if (e.status === 401) signOut();
@@ -353,6 +354,9 @@ async function confirmDelete(event) {
     const query = new URLSearchParams({ clientId: s.clientId });
     await api("DELETE", `${API}/${encodeURIComponent(s.name)}?${query}`);
     $("delete-dialog").close();
+    // The row goes at once; the status is announced once the list shows it.
+    state.secrets = state.secrets.filter((x) => !(x.name === s.name && x.clientId === s.clientId));
+    render();
     $("form-status").textContent = `Deleted ${s.name} of client ${s.clientId}.`;
     await loadSecrets(true);
   } catch (e) {
