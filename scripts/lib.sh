@@ -16,38 +16,27 @@ pip_install() {
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "$@"
 }
 
-# cargo-lambda from PyPI (a prebuilt binary with the zig that `cargo lambda build` needs).
-ensure_cargo_lambda() {
-  if ! cargo lambda --version 2>/dev/null | grep -q "cargo-lambda ${CARGO_LAMBDA_VERSION}"; then
-    log "installing cargo-lambda ${CARGO_LAMBDA_VERSION} (PyPI)"
-    pip_install "cargo-lambda==${CARGO_LAMBDA_VERSION}"
+# Installs PACKAGE==VERSION from PyPI unless `COMMAND... --version` already reports VERSION.
+ensure_pypi_tool() {
+  local package="$1" version="$2"
+  shift 2
+  if ! "$@" --version 2>/dev/null | grep -qF "$version"; then
+    log "installing $package $version (PyPI)"
+    pip_install "$package==$version"
     hash -r
   fi
-  cargo lambda --version >/dev/null 2>&1 || die "cargo lambda is not on PATH after installing it (is pip's bin directory on PATH?)"
+  "$@" --version >/dev/null 2>&1 || die "'$*' is not on PATH after installing $package (is pip's bin directory on PATH?)"
 }
 
-# AWS SAM CLI from PyPI (brings cfn-lint for `sam validate --lint`).
-ensure_sam() {
-  if ! sam --version 2>/dev/null | grep -q "${SAM_CLI_VERSION}"; then
-    log "installing aws-sam-cli ${SAM_CLI_VERSION} (PyPI)"
-    pip_install "aws-sam-cli==${SAM_CLI_VERSION}"
-    hash -r
-  fi
-  sam --version >/dev/null 2>&1 || die "sam is not on PATH after installing it"
-}
+# cargo-lambda (a prebuilt binary with the zig that `cargo lambda build` needs).
+ensure_cargo_lambda() { ensure_pypi_tool cargo-lambda "$CARGO_LAMBDA_VERSION" cargo lambda; }
+# AWS SAM CLI (brings cfn-lint for `sam validate --lint`).
+ensure_sam() { ensure_pypi_tool aws-sam-cli "$SAM_CLI_VERSION" sam; }
+# schemathesis, for the contract test of openapi.yaml.
+ensure_schemathesis() { ensure_pypi_tool schemathesis "$SCHEMATHESIS_VERSION" schemathesis; }
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
-}
-
-# schemathesis from PyPI, for the contract test of openapi.yaml.
-ensure_schemathesis() {
-  if ! schemathesis --version 2>/dev/null | grep -q "${SCHEMATHESIS_VERSION}"; then
-    log "installing schemathesis ${SCHEMATHESIS_VERSION} (PyPI)"
-    pip_install "schemathesis==${SCHEMATHESIS_VERSION}"
-    hash -r
-  fi
-  schemathesis --version >/dev/null 2>&1 || die "schemathesis is not on PATH after installing it"
 }
 
 # Debian's Chromium for the portal's browser tests (Playwright's own browser download is not used).
