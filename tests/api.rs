@@ -30,7 +30,7 @@ async fn create_read_update_list_delete() {
     let r = t
         .send(put(&tok, json!({"name": "openai_api_key", "value": "sk-abc123", "scope": [], "expiresAt": null})))
         .await;
-    assert_eq!((r.status, &r.json), (201, &json!({"success": true, "action": "created"})));
+    assert_eq!((r.status, &r.json), (201, &json!({"success": true, "action": "created", "version": 1})));
     assert_eq!(r.headers.get("cache-control").map(String::as_str), Some("no-store"));
 
     let r = t.send(get(&tok, "openai_api_key")).await;
@@ -51,7 +51,7 @@ async fn create_read_update_list_delete() {
             json!({"name": "openai_api_key", "value": "sk-rotated", "scope": ["payments"], "expiresAt": expires}),
         ))
         .await;
-    assert_eq!((r.status, &r.json), (200, &json!({"success": true, "action": "updated"})));
+    assert_eq!((r.status, &r.json), (200, &json!({"success": true, "action": "updated", "version": 2})));
 
     let r = t.send(get(&m2m_scoped("org1", "client-a", "payments"), "openai_api_key")).await;
     assert_eq!(r.json["value"], "sk-rotated");

@@ -97,20 +97,29 @@ async fn rotation_under_load_loses_no_write_and_counts_exactly() {
         task.await.unwrap();
     }
 
+    // Stored values: every secret's current version plus the earlier versions the writers left.
+    let stored = t.all_secret_items().await.iter().filter(|i| i.contains_key("keyId")).count();
+    assert!(stored > total, "the writers left retained versions");
     assert!(report.complete);
     assert_eq!(report.organizations, 3);
-    assert_eq!(report.secrets_seen, total);
+    assert!(report.secrets_seen >= total, "{report:?}");
     assert_eq!(report.failed, 0);
-    assert_eq!(report.rewrapped + report.already_current + report.changed_meanwhile, total, "{report:?}");
+    assert_eq!(report.rewrapped + report.already_current + report.changed_meanwhile, report.secrets_seen, "{report:?}");
     let untouched_by_writers = expected.len() - expected.len().div_ceil(4);
     assert!(report.rewrapped >= untouched_by_writers, "{report:?}");
-    assert_eq!(job_vault.key_usage().await.unwrap(), BTreeMap::from([("k2".to_owned(), total)]));
+    assert_eq!(job_vault.key_usage().await.unwrap(), BTreeMap::from([("k2".to_owned(), stored)]));
 
-    // The old key leaves the ring: every secret still opens, with the last value written.
+    // The old key leaves the ring: every secret still opens, with the last value written, and so does
+    // every retained version (none was archived from a data key the job had already moved).
     let after = ring_vault(&t, &ring_new_only()).await;
     for (tok, name, value) in &expected {
         let r = send_to(&after, get(tok, name)).await;
         assert_eq!((r.status, r.json["value"].as_str()), (200, Some(value.as_str())), "{name}");
+        let current = r.json["version"].as_u64().unwrap();
+        for v in current.saturating_sub(4).max(1)..current {
+            let r = send_to(&after, get(tok, name).query("version", &v.to_string())).await;
+            assert_eq!((r.status, r.json["version"].as_u64()), (200, Some(v)), "{name} v{v}: {}", r.body);
+        }
     }
     for org in ["org-a", "org-b", "org-c"] {
         let rotated = t.audit_events(org).await.iter().filter(|e| *e == "vault.key.rotated").count();
@@ -151,15 +160,16 @@ async fn an_interrupted_rewrap_resumes_and_never_rewraps_twice() {
     }
     assert_eq!(updated, 3);
 
+    // Each update also kept the version it replaced, still under the old key: the run rewraps those too.
     let second = job.rewrap_all(&RewrapOptions::default(), |_| {}).await.unwrap();
     assert!(second.complete);
     assert_eq!(
         (second.secrets_seen, second.rewrapped, second.already_current, second.changed_meanwhile, second.failed),
-        (total, total - 10, 10, 0, 0),
-        "the run restarted in the unfinished organization and counted every secret exactly once"
+        (total + 3, total - 10 + 3, 10, 0, 0),
+        "the run restarted in the unfinished organization and counted every stored value exactly once"
     );
     let third = job.rewrap_all(&RewrapOptions::default(), |_| {}).await.unwrap();
-    assert_eq!((third.rewrapped, third.already_current, third.complete), (0, total, true));
+    assert_eq!((third.rewrapped, third.already_current, third.complete), (0, total + 3, true));
 
     let after = ring_vault(&t, &ring_new_only()).await;
     for (tok, name, _) in &secrets {

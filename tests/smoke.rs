@@ -48,7 +48,7 @@ async fn the_local_stack_serves_the_api_over_http() {
 
     let (status, _, body) =
         call(&http, Method::POST, "/vault/secrets", Some(m2m), Some(json!({"name": name, "value": "sk-smoke"}))).await;
-    assert_eq!((status, &body), (201, &json!({"success": true, "action": "created"})));
+    assert_eq!((status, &body), (201, &json!({"success": true, "action": "created", "version": 1})));
     let (status, headers, body) = call(&http, Method::GET, &format!("/vault/secrets/{name}"), Some(m2m), None).await;
     assert_eq!((status, &body["value"]), (200, &json!("sk-smoke")));
     assert_eq!(headers["content-type"], "application/json");

@@ -26,6 +26,8 @@ pub enum EventKind {
     KeyRotated,
     /// An organization was crypto-shredded.
     OrgShredded,
+    /// A secret was restored to an earlier version.
+    RolledBack,
 }
 
 impl EventKind {
@@ -39,8 +41,22 @@ impl EventKind {
             Self::IntegrityError => "vault.secret.integrity_error",
             Self::KeyRotated => "vault.key.rotated",
             Self::OrgShredded => "vault.org.shredded",
+            Self::RolledBack => "vault.secret.rolled_back",
         }
     }
+
+    /// Every kind, for validating filters.
+    pub const ALL: [EventKind; 9] = [
+        Self::Created,
+        Self::Retrieved,
+        Self::Updated,
+        Self::Deleted,
+        Self::RolledBack,
+        Self::AccessDenied,
+        Self::IntegrityError,
+        Self::KeyRotated,
+        Self::OrgShredded,
+    ];
 }
 
 /// Where a request came from, as API Gateway reports it.
@@ -66,6 +82,33 @@ pub struct AuditEvent<'a> {
     pub detail: Option<String>,
 }
 
+/// The partition-key suffix of a UTC day: `YYYY-MM-DD`.
+pub fn day_key(day: time::Date) -> String {
+    format!("{:04}-{:02}-{:02}", day.year(), u8::from(day.month()), day.day())
+}
+
+/// An audit item as the API shows it. Items hold no value, key or token, and every field is copied
+/// by name, so nothing else stored can leak through.
+pub fn event_json(item: &HashMap<String, AttributeValue>) -> serde_json::Value {
+    let get = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).map_or(serde_json::Value::Null, |s| s.as_str().into());
+    serde_json::json!({
+        "id": get("sk"),
+        "time": get("time"),
+        "event": get("event"),
+        "secret": get("secretName"),
+        "ownership": get("ownership"),
+        "ownerClientId": get("ownerClientId"),
+        "actorClientId": get("actorClientId"),
+        "actorUserId": get("actorUserId"),
+        "tokenKind": get("tokenKind"),
+        "outcome": get("outcome"),
+        "requestId": get("requestId"),
+        "sourceIp": get("sourceIp"),
+        "userAgent": get("userAgent"),
+        "detail": get("detail"),
+    })
+}
+
 /// Longest user agent kept, in characters.
 const MAX_USER_AGENT: usize = 256;
 
@@ -78,11 +121,17 @@ pub fn event_id(now: OffsetDateTime) -> String {
 }
 
 impl AuditEvent<'_> {
+    /// Adds counts, versions or key ids (never key material or values).
+    pub fn with_detail(mut self, detail: String) -> Self {
+        self.detail = Some(detail);
+        self
+    }
+
     /// The DynamoDB item for this event, expiring after `retention_days`.
     pub fn to_item(&self, now: OffsetDateTime, retention_days: u32) -> HashMap<String, AttributeValue> {
         let s = |v: &str| AttributeValue::S(v.to_owned());
         let p = self.principal;
-        let day = format!("{:04}-{:02}-{:02}", now.year(), u8::from(now.month()), now.day());
+        let day = day_key(now.date());
         let mut item = HashMap::new();
         item.insert("pk".into(), s(&format!("{}#{day}", crate::store::escape(&p.org_id))));
         item.insert("sk".into(), s(&event_id(now)));

@@ -26,6 +26,14 @@ pub enum ApiError {
     #[error("secret not found")]
     NotFound,
 
+    /// 404: the secret exists but not at the version asked for (only the last 5 are kept).
+    #[error("version not retained")]
+    VersionNotFound,
+
+    /// 412: `If-Match` or `If-None-Match` did not hold for the secret's current version.
+    #[error("precondition failed")]
+    PreconditionFailed,
+
     /// 405: the route exists but not with this method.
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -78,7 +86,8 @@ impl ApiError {
             Self::BadRequest { .. } => 400,
             Self::Unauthorized { .. } => 401,
             Self::Forbidden { .. } => 403,
-            Self::NotFound => 404,
+            Self::NotFound | Self::VersionNotFound => 404,
+            Self::PreconditionFailed => 412,
             Self::MethodNotAllowed => 405,
             Self::PayloadTooLarge { .. } => 413,
             Self::UnsupportedMediaType => 415,
@@ -95,6 +104,8 @@ impl ApiError {
             | Self::Unauthorized { code, .. }
             | Self::PayloadTooLarge { code, .. } => code,
             Self::NotFound => "not_found",
+            Self::VersionNotFound => "version_not_found",
+            Self::PreconditionFailed => "version_conflict",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Unavailable(_) => "storage_unavailable",
@@ -111,6 +122,12 @@ impl ApiError {
             | Self::Unauthorized { message, .. }
             | Self::PayloadTooLarge { message, .. } => message.clone(),
             Self::NotFound => "No secret with this name exists for this caller.".into(),
+            Self::VersionNotFound => {
+                "This version of the secret is not kept: the current version and the 4 before it can be read.".into()
+            }
+            Self::PreconditionFailed => {
+                "The secret is not at the version the request's If-Match or If-None-Match header expects; read it again and retry.".into()
+            }
             Self::MethodNotAllowed => "This method is not supported on this route.".into(),
             Self::UnsupportedMediaType => "The request body must be sent as Content-Type: application/json.".into(),
             Self::Unavailable(_) => "Secret storage is temporarily unavailable; retry later.".into(),

@@ -16,10 +16,14 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tracing::Instrument;
 
+use crate::audit::EventKind;
 use crate::audit::RequestMeta;
 use crate::error::ApiError;
-use crate::service::{Cursor, ListPage, ListTarget, PutAction, PutSecret, SecretWithValue, Vault};
-use crate::store::SecretItem;
+use crate::service::{
+    AuditCursor, AuditQuery, BatchRead, Cursor, ListPage, ListTarget, MAX_BATCH_NAMES, Precondition, PutAction,
+    PutSecret, SecretWithValue, Vault,
+};
+use crate::store::{AuditFilter, SecretItem};
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -37,7 +41,7 @@ pub const MAX_LIST_LIMIT: usize = 1000;
 /// Route prefix under which a secret's name follows.
 const SECRETS_PATH: &str = "/vault/secrets/";
 
-/// The four operations, one per Lambda function.
+/// The operations, one per Lambda function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
     /// `POST /vault/secrets`
@@ -48,6 +52,12 @@ pub enum Operation {
     List,
     /// `DELETE /vault/secrets/{name}`
     Delete,
+    /// `POST /vault/secrets/batch-get`
+    BatchGet,
+    /// `POST /vault/secrets/{name}/rollback`
+    Rollback,
+    /// `GET /vault/audit` and `GET /vault/secrets/{name}/audit`
+    Audit,
 }
 
 impl Operation {
@@ -57,13 +67,16 @@ impl Operation {
             Self::Get => "get-secret",
             Self::List => "list-secrets",
             Self::Delete => "delete-secret",
+            Self::BatchGet => "batch-get-secrets",
+            Self::Rollback => "rollback-secret",
+            Self::Audit => "query-audit",
         }
     }
 
     fn method(self) -> Method {
         match self {
-            Self::Create => Method::POST,
-            Self::Get | Self::List => Method::GET,
+            Self::Create | Self::BatchGet | Self::Rollback => Method::POST,
+            Self::Get | Self::List | Self::Audit => Method::GET,
             Self::Delete => Method::DELETE,
         }
     }
@@ -109,20 +122,25 @@ async fn dispatch(vault: &Vault, op: Operation, meta: &RequestMeta, req: Request
     match op {
         Operation::Create => {
             allow_query(&req, &[])?;
+            let pre = precondition(&req, true)?;
             let input = parse_put(&req)?;
-            let action = vault.put_secret(meta, &principal, input).await?;
+            let (action, version) = vault.put_secret(meta, &principal, input, &pre).await?;
             let (status, action) = match action {
                 PutAction::Created => (StatusCode::CREATED, "created"),
                 PutAction::Updated => (StatusCode::OK, "updated"),
             };
-            Ok(json_response(status, &json!({"success": true, "action": action})))
+            Ok(with_etag(
+                json_response(status, &json!({"success": true, "action": action, "version": version})),
+                version,
+            ))
         }
         Operation::Get => {
-            let name = path_name(&req)?;
-            let query = allow_query(&req, &["clientId"])?;
+            let name = path_name(&req, "")?;
+            let query = allow_query(&req, &["clientId", "version"])?;
             let client_id = query.client_id()?;
-            let secret = vault.get_secret(meta, &principal, &name, client_id.as_deref()).await?;
-            Ok(secret_response(&secret))
+            let version = query.version()?;
+            let secret = vault.get_secret(meta, &principal, &name, client_id.as_deref(), version).await?;
+            Ok(with_etag(secret_response(&secret), secret.item.version))
         }
         Operation::List => {
             let query = allow_query(&req, &["clientId", "limit", "nextToken", "all"])?;
@@ -141,11 +159,53 @@ async fn dispatch(vault: &Vault, op: Operation, meta: &RequestMeta, req: Request
             Ok(json_response(StatusCode::OK, &list_body(&page)))
         }
         Operation::Delete => {
-            let name = path_name(&req)?;
+            let name = path_name(&req, "")?;
             let query = allow_query(&req, &["clientId"])?;
+            let pre = precondition(&req, false)?;
             let client_id = query.client_id()?;
-            vault.delete_secret(meta, &principal, &name, client_id.as_deref()).await?;
+            vault.delete_secret(meta, &principal, &name, client_id.as_deref(), &pre).await?;
             Ok(json_response(StatusCode::OK, &json!({"success": true, "action": "deleted"})))
+        }
+        Operation::BatchGet => {
+            allow_query(&req, &[])?;
+            let body: BatchGetBody = json_body(&req, "names, clientId")?;
+            if let Some(c) = &body.client_id {
+                validate_client_id(c)?;
+            }
+            let names = validate_batch_names(body.names)?;
+            let read = vault.batch_get(meta, &principal, &names, body.client_id.as_deref()).await?;
+            Ok(batch_response(&read))
+        }
+        Operation::Rollback => {
+            let name = path_name(&req, ROLLBACK_SUFFIX)?;
+            allow_query(&req, &[])?;
+            let pre = precondition(&req, false)?;
+            let body: RollbackBody = json_body(&req, "version, clientId")?;
+            if let Some(c) = &body.client_id {
+                validate_client_id(c)?;
+            }
+            if body.version == 0 {
+                return Err(ApiError::bad_request("invalid_version", "version must be a whole number from 1."));
+            }
+            let version =
+                vault.rollback_secret(meta, &principal, &name, body.version, body.client_id.as_deref(), &pre).await?;
+            let body = json!({"success": true, "action": "rolled_back", "version": version});
+            Ok(with_etag(json_response(StatusCode::OK, &body), version))
+        }
+        Operation::Audit => {
+            let secret = if is_secret_audit_path(&req) { Some(path_name(&req, AUDIT_SUFFIX)?) } else { None };
+            let mut allowed = vec!["from", "to", "event", "clientId", "userId", "limit", "nextToken"];
+            if secret.is_none() {
+                allowed.push("secret");
+            }
+            let query = allow_query(&req, &allowed)?;
+            let q = audit_query(&query, secret, OffsetDateTime::now_utc())?;
+            let page = vault.query_audit(&principal, q).await?;
+            let events: Vec<Value> = page.events.iter().map(crate::audit::event_json).collect();
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({"events": events, "nextToken": page.next.as_ref().map(encode_audit_cursor)}),
+            ))
         }
     }
 }
@@ -237,19 +297,103 @@ fn format_epoch(secs: i64) -> Value {
         .map_or(Value::Null, Value::String)
 }
 
-/// The name in `/vault/secrets/{name}`: from the route's path parameters, else from the raw path
-/// (function-URL style invocations leave path parameters empty).
-fn path_name(req: &Request) -> Result<String, ApiError> {
+/// Route suffixes after `/vault/secrets/{name}`.
+const ROLLBACK_SUFFIX: &str = "/rollback";
+const AUDIT_SUFFIX: &str = "/audit";
+
+/// The raw request path (API Gateway's `rawPath`, else the URI's).
+fn raw_path(req: &Request) -> &str {
+    let path = req.raw_http_path();
+    if path.is_empty() { req.uri().path() } else { path }
+}
+
+/// The name in `/vault/secrets/{name}<suffix>`: from the route's path parameters, else from the raw
+/// path (function-URL style invocations leave path parameters empty).
+fn path_name(req: &Request, suffix: &str) -> Result<String, ApiError> {
     let name = match req.path_parameters_ref().and_then(|p| p.first("name")) {
         Some(name) => name.to_owned(),
         None => {
-            let path = req.raw_http_path();
-            let path = if path.is_empty() { req.uri().path() } else { path };
-            path.rfind(SECRETS_PATH).map(|i| path[i + SECRETS_PATH.len()..].to_owned()).unwrap_or_default()
+            let path = raw_path(req);
+            let rest = path.rfind(SECRETS_PATH).map_or("", |i| &path[i + SECRETS_PATH.len()..]);
+            rest.strip_suffix(suffix).unwrap_or(rest).to_owned()
         }
     };
     validate_name(&name)?;
     Ok(name)
+}
+
+/// True for `GET /vault/secrets/{name}/audit` (the query-audit function serves `/vault/audit` too).
+fn is_secret_audit_path(req: &Request) -> bool {
+    req.path_parameters_ref().and_then(|p| p.first("name")).is_some() || raw_path(req).contains(SECRETS_PATH)
+}
+
+/// Parses an entity tag as this API issues them: `"<version>"`. Weak tags (`W/"3"`) never match, as
+/// `If-Match` compares strongly; they parse to `None`.
+fn parse_etag(tag: &str) -> Result<Option<u64>, ApiError> {
+    let bad = || {
+        ApiError::bad_request(
+            "invalid_precondition",
+            "If-Match takes * or entity tags as this API returns them in ETag, such as \"3\".",
+        )
+    };
+    let tag = tag.trim();
+    if tag.starts_with("W/") {
+        return Ok(None);
+    }
+    let inner = tag.strip_prefix('"').and_then(|t| t.strip_suffix('"')).ok_or_else(bad)?;
+    if inner.is_empty() || inner.len() > 20 || !inner.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    inner.parse().map(Some).map_err(|_| bad())
+}
+
+/// The write precondition of `If-Match` (any write) or `If-None-Match: *` (creates only, when
+/// `allow_absent`).
+fn precondition(req: &Request, allow_absent: bool) -> Result<Precondition, ApiError> {
+    let values = |name: header::HeaderName| -> Result<Option<String>, ApiError> {
+        let all: Vec<&str> = req
+            .headers()
+            .get_all(name)
+            .iter()
+            .map(|v| {
+                v.to_str()
+                    .map_err(|_| ApiError::bad_request("invalid_precondition", "A precondition header is not ASCII."))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok((!all.is_empty()).then(|| all.join(",")))
+    };
+    match (values(header::IF_MATCH)?, values(header::IF_NONE_MATCH)?) {
+        (None, None) => Ok(Precondition::None),
+        (Some(_), Some(_)) => {
+            Err(ApiError::bad_request("invalid_precondition", "Send If-Match or If-None-Match, not both."))
+        }
+        (Some(m), None) if m.trim() == "*" => Ok(Precondition::Any),
+        (Some(m), None) => {
+            let tags: Vec<&str> = m.split(',').collect();
+            if tags.len() > 20 {
+                return Err(ApiError::bad_request("invalid_precondition", "If-Match lists at most 20 entity tags."));
+            }
+            let versions = tags.into_iter().map(parse_etag).collect::<Result<Vec<_>, _>>()?;
+            Ok(Precondition::Versions(versions.into_iter().flatten().collect()))
+        }
+        (None, Some(m)) if allow_absent && m.trim() == "*" => Ok(Precondition::Absent),
+        (None, Some(_)) => Err(ApiError::bad_request(
+            "invalid_precondition",
+            if allow_absent {
+                "If-None-Match takes only * here (create only if the secret does not exist)."
+            } else {
+                "If-None-Match is not supported here; use If-Match."
+            },
+        )),
+    }
+}
+
+/// Adds the `ETag` of a secret version.
+fn with_etag(mut resp: Response<Body>, version: u64) -> Response<Body> {
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{version}\"")) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    resp
 }
 
 struct Query(lambda_http::aws_lambda_events::query_map::QueryMap);
@@ -261,6 +405,46 @@ impl Query {
 
     fn client_id(&self) -> Result<Option<String>, ApiError> {
         self.get("clientId").map(|c| validate_client_id(c).map(|()| c.to_owned())).transpose()
+    }
+
+    fn version(&self) -> Result<Option<u64>, ApiError> {
+        self.get("version")
+            .map(|v| {
+                v.parse::<u64>()
+                    .ok()
+                    .filter(|n| *n >= 1 && v.bytes().all(|b| b.is_ascii_digit()))
+                    .ok_or_else(|| ApiError::bad_request("invalid_version", "version must be a whole number from 1."))
+            })
+            .transpose()
+    }
+
+    /// An optional id filter (`clientId`, `userId`): 1 to 256 characters, no control characters.
+    fn id(&self, key: &'static str) -> Result<Option<String>, ApiError> {
+        self.get(key)
+            .map(|v| {
+                if v.is_empty() || v.len() > crate::auth::MAX_ID_LEN || v.chars().any(char::is_control) {
+                    Err(ApiError::bad_request(
+                        "invalid_query",
+                        format!("{key} must be 1 to 256 characters without control characters."),
+                    ))
+                } else {
+                    Ok(v.to_owned())
+                }
+            })
+            .transpose()
+    }
+
+    fn time(&self, key: &'static str) -> Result<Option<OffsetDateTime>, ApiError> {
+        self.get(key)
+            .map(|v| {
+                OffsetDateTime::parse(v, &Rfc3339).map_err(|_| {
+                    ApiError::bad_request(
+                        "invalid_time_range",
+                        format!("{key} must be an RFC 3339 date-time with a zone, such as 2030-12-31T23:59:59Z."),
+                    )
+                })
+            })
+            .transpose()
     }
 
     fn limit(&self) -> Result<usize, ApiError> {
@@ -290,6 +474,105 @@ fn allow_query(req: &Request, allowed: &[&str]) -> Result<Query, ApiError> {
         }
     }
     Ok(Query(query))
+}
+
+const PUT_FIELDS: &str = "name, value, scope, expiresAt, clientId";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct BatchGetBody {
+    names: Vec<String>,
+    #[serde(default)]
+    client_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RollbackBody {
+    version: u64,
+    #[serde(default)]
+    client_id: Option<String>,
+}
+
+/// Checks the names of a batch read: 1 to 20 valid names; repeats are read once.
+fn validate_batch_names(names: Vec<String>) -> Result<Vec<String>, ApiError> {
+    if names.is_empty() || names.len() > MAX_BATCH_NAMES {
+        return Err(ApiError::bad_request("invalid_names", "names must list 1 to 20 secret names."));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(names.len());
+    for name in names {
+        validate_name(&name)?;
+        if !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    Ok(out)
+}
+
+/// Longest time range of one audit query.
+pub const MAX_AUDIT_RANGE_DAYS: i64 = 92;
+/// Range of an audit query that gives no `from`.
+const DEFAULT_AUDIT_RANGE_DAYS: i64 = 30;
+
+/// Reads the time range, filters and paging of an audit query.
+fn audit_query(query: &Query, secret: Option<String>, now: OffsetDateTime) -> Result<AuditQuery, ApiError> {
+    let to = query.time("to")?.unwrap_or(now);
+    let from = query.time("from")?.unwrap_or(to - time::Duration::days(DEFAULT_AUDIT_RANGE_DAYS));
+    if from > to {
+        return Err(ApiError::bad_request("invalid_time_range", "from must not be after to."));
+    }
+    if to - from > time::Duration::days(MAX_AUDIT_RANGE_DAYS) {
+        return Err(ApiError::bad_request("invalid_time_range", "One query covers at most 92 days."));
+    }
+    let (from, to) = (from.to_offset(time::UtcOffset::UTC), to.to_offset(time::UtcOffset::UTC));
+    let secret = match secret.or_else(|| query.get("secret").map(str::to_owned)) {
+        Some(name) => {
+            validate_name(&name)?;
+            Some(name)
+        }
+        None => None,
+    };
+    let event = query.get("event").map(str::to_owned);
+    if let Some(e) = &event
+        && !EventKind::ALL.iter().any(|k| k.as_str() == e)
+    {
+        let known: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+        return Err(ApiError::bad_request("invalid_query", format!("event must be one of {known:?}.")));
+    }
+    let filter =
+        AuditFilter { secret, event, client_id: query.id("clientId")?, user_id: query.id("userId")?, actor: None };
+    let cursor = query.get("nextToken").map(decode_audit_cursor).transpose()?;
+    if let Some(c) = &cursor
+        && (c.day > to.date() || c.day < from.date())
+    {
+        return Err(ApiError::bad_request("invalid_next_token", "nextToken does not belong to this time range."));
+    }
+    Ok(AuditQuery { from, to, filter, limit: query.limit()?, cursor })
+}
+
+fn encode_audit_cursor(cursor: &AuditCursor) -> String {
+    let body = json!({"d": crate::audit::day_key(cursor.day), "b": cursor.before});
+    URL_SAFE_NO_PAD.encode(body.to_string())
+}
+
+fn decode_audit_cursor(token: &str) -> Result<AuditCursor, ApiError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Raw {
+        d: String,
+        b: Option<String>,
+    }
+    let bad = || ApiError::bad_request("invalid_next_token", "nextToken is not one this API returned.");
+    let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
+    let raw: Raw = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    let day =
+        time::Date::parse(&raw.d, time::macros::format_description!("[year]-[month]-[day]")).map_err(|_| bad())?;
+    if let Some(b) = &raw.b
+        && (b.len() != 32 || !b.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)))
+    {
+        return Err(bad());
+    }
+    Ok(AuditCursor { day, before: raw.b })
 }
 
 #[derive(Deserialize)]
@@ -322,7 +605,7 @@ fn is_json_content_type(req: &Request) -> bool {
 
 /// Turns a JSON error into a message that never echoes the body (a wrongly-typed value would be quoted
 /// by serde otherwise).
-fn describe_json_error(e: &serde_json::Error) -> String {
+fn describe_json_error(e: &serde_json::Error, fields: &str) -> String {
     use serde_json::error::Category;
     let text = e.to_string();
     match e.classify() {
@@ -337,13 +620,11 @@ fn describe_json_error(e: &serde_json::Error) -> String {
             for prefix in ["missing field", "duplicate field", "unknown field"] {
                 if let Some(rest) = text.strip_prefix(prefix) {
                     let field: String = rest.split('`').nth(1).unwrap_or("").chars().take(64).collect();
-                    return format!(
-                        "The request body has a {prefix} `{field}`; accepted fields: name, value, scope, expiresAt, clientId."
-                    );
+                    return format!("The request body has a {prefix} `{field}`; accepted fields: {fields}.");
                 }
             }
             format!(
-                "A field of the request body has the wrong type or value (line {}, column {}): name, value and expiresAt are strings, scope an array of strings.",
+                "A field of the request body has the wrong type or value (line {}, column {}); see the API reference for {fields}.",
                 e.line(),
                 e.column()
             )
@@ -351,7 +632,9 @@ fn describe_json_error(e: &serde_json::Error) -> String {
     }
 }
 
-fn parse_put(req: &Request) -> Result<PutSecret, ApiError> {
+/// Reads a JSON request body: at most 1 MiB, declared as JSON, valid UTF-8, every field known.
+/// `fields` names the accepted fields for the error message.
+fn json_body<T: serde::de::DeserializeOwned>(req: &Request, fields: &str) -> Result<T, ApiError> {
     let bytes = body_bytes(req);
     if bytes.len() > MAX_BODY_BYTES {
         return Err(ApiError::PayloadTooLarge {
@@ -368,8 +651,11 @@ fn parse_put(req: &Request) -> Result<PutSecret, ApiError> {
     if std::str::from_utf8(bytes).is_err() {
         return Err(ApiError::bad_request("invalid_json", "The request body is not valid UTF-8."));
     }
-    let body: PutBody =
-        serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request("invalid_json", describe_json_error(&e)))?;
+    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request("invalid_json", describe_json_error(&e, fields)))
+}
+
+fn parse_put(req: &Request) -> Result<PutSecret, ApiError> {
+    let body: PutBody = json_body(req, PUT_FIELDS)?;
     validate_name(&body.name)?;
     let value_len = body.value.expose_secret().len();
     if value_len == 0 {
@@ -413,6 +699,7 @@ fn metadata(item: &SecretItem) -> serde_json::Map<String, Value> {
     m.insert("expiresAt".into(), item.expires_at.map_or(Value::Null, format_epoch));
     m.insert("createdAt".into(), json!(item.created_at));
     m.insert("updatedAt".into(), json!(item.updated_at));
+    m.insert("version".into(), json!(item.version));
     m.insert("ownership".into(), json!(item.owner.kind()));
     if let crate::policy::Owner::App { client_id } = &item.owner {
         m.insert("clientId".into(), json!(client_id));
@@ -433,6 +720,36 @@ fn secret_response(secret: &SecretWithValue) -> Response<Body> {
     match serde_json::to_string(&body) {
         Ok(text) => response(StatusCode::OK, text),
         Err(e) => error_response(&ApiError::internal(e), Operation::Get),
+    }
+}
+
+/// The body of a batch read: the secrets read, with values, and an error per name not returned.
+fn batch_response(read: &BatchRead) -> Response<Body> {
+    #[derive(serde::Serialize)]
+    struct WithValue<'a> {
+        #[serde(flatten)]
+        metadata: serde_json::Map<String, Value>,
+        value: &'a str,
+    }
+    let secrets: Vec<WithValue<'_>> = read
+        .secrets
+        .iter()
+        .map(|s| WithValue { metadata: metadata(&s.item), value: s.value.expose_secret() })
+        .collect();
+    let errors: Vec<Value> = read
+        .errors
+        .iter()
+        .map(|(name, e)| json!({"name": name, "code": e.code(), "message": e.public_message()}))
+        .collect();
+    // Serialized straight from the secrets, so the response body is the only copy of the plaintexts.
+    #[derive(serde::Serialize)]
+    struct Batch<'a> {
+        secrets: Vec<WithValue<'a>>,
+        errors: Vec<Value>,
+    }
+    match serde_json::to_string(&Batch { secrets, errors }) {
+        Ok(text) => response(StatusCode::OK, text),
+        Err(e) => error_response(&ApiError::internal(e), Operation::BatchGet),
     }
 }
 
@@ -539,11 +856,11 @@ mod tests {
     #[test]
     fn json_errors_never_echo_values() {
         let err = serde_json::from_str::<PutBody>(r#"{"name": "n", "value": ["sk-live-123"]}"#).err().unwrap();
-        let msg = describe_json_error(&err);
+        let msg = describe_json_error(&err, PUT_FIELDS);
         assert!(!msg.contains("sk-live"), "{msg}");
         let err = serde_json::from_str::<PutBody>(r#"{"name": "n", "value": "v", "name": "m"}"#).err().unwrap();
-        assert!(describe_json_error(&err).contains("duplicate field `name`"));
+        assert!(describe_json_error(&err, PUT_FIELDS).contains("duplicate field `name`"));
         let err = serde_json::from_str::<PutBody>(r#"{"name": "n", "value": "v", "extra": 1}"#).err().unwrap();
-        assert!(describe_json_error(&err).contains("unknown field `extra`"));
+        assert!(describe_json_error(&err, PUT_FIELDS).contains("unknown field `extra`"));
     }
 }

@@ -38,6 +38,7 @@ pub struct RewrapReport {
     pub active_key_id: String,
     /// Organizations finished in this run.
     pub organizations: usize,
+    /// Stored values seen: each secret's current version and its retained earlier versions.
     pub secrets_seen: usize,
     /// Data keys moved to the active key by this run.
     pub rewrapped: usize,
@@ -210,7 +211,8 @@ impl Vault {
             report.changed_meanwhile += 1;
             return Ok(());
         }
-        let binding = Binding { org_id, owner, name };
+        // A retained version (`<name>#v<n>`) is sealed for its secret's name.
+        let binding = Binding { org_id, owner, name: crate::store::base_name(name) };
         let moved = async {
             let old = self.org_key(org_id, Some(&envelope.key_id), false).await?;
             let new = self.org_key(org_id, None, false).await?;

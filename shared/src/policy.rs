@@ -79,6 +79,16 @@ pub fn org_listing(p: &Principal) -> Result<(), ApiError> {
     }
 }
 
+/// Whose audit events a caller may read: `None` for an admin (the whole organization); otherwise only
+/// its own (a user's, through any client; an M2M client's own, not its users').
+pub fn audit_visibility(p: &Principal) -> Option<Owner> {
+    match (&p.kind, p.admin) {
+        (_, true) => None,
+        (TokenKind::User { user_id }, false) => Some(Owner::User { user_id: user_id.clone() }),
+        (TokenKind::Machine, false) => Some(Owner::App { client_id: p.client_id.clone() }),
+    }
+}
+
 /// A secret with a non-empty scope list is returned only to tokens holding at least one of its scopes.
 pub fn check_scope(p: &Principal, secret_scope: &[String]) -> Result<(), ApiError> {
     if secret_scope.is_empty() || secret_scope.iter().any(|s| p.scopes.contains(s)) {
@@ -153,6 +163,14 @@ mod tests {
         // An admin user without clientId only reaches its own user-level secret, like any user.
         let admin_user = principal(TokenKind::User { user_id: "admin-user".into() }, true, &[]);
         assert_eq!(mutation_owner(&admin_user, None).unwrap(), Owner::User { user_id: "admin-user".into() });
+    }
+
+    #[test]
+    fn audit_is_the_whole_org_for_admins_and_ones_own_otherwise() {
+        assert_eq!(audit_visibility(&m2m()), Some(app("client-a")));
+        assert_eq!(audit_visibility(&user()), Some(Owner::User { user_id: "auth0|u1".into() }));
+        assert_eq!(audit_visibility(&principal(TokenKind::Machine, true, &[])), None);
+        assert_eq!(audit_visibility(&principal(TokenKind::User { user_id: "x".into() }, true, &[])), None);
     }
 
     #[test]

@@ -15,10 +15,14 @@ use crate::config::Config;
 use crate::crypto::{Binding, IntegrityError, Keyring, OrgKey, random_salt};
 use crate::error::ApiError;
 use crate::policy::{self, Owner};
-use crate::store::{Mutation, SecretItem, Store};
+use crate::store::{AuditFilter, Expect, Mutation, SecretItem, Store};
 
-/// Attempts at a create-or-update before giving up under contention.
-const MAX_WRITE_ATTEMPTS: u32 = 8;
+/// How long a write keeps retrying when other writers keep changing the same secret first.
+const CONTENTION_BUDGET: Duration = Duration::from_secs(5);
+/// Versions of a secret kept readable: the current one and the four before it (KV v2's `max_versions`).
+pub const RETAINED_VERSIONS: u64 = 5;
+/// Most names in one batch read (as AWS Secrets Manager's `BatchGetSecretValue`).
+pub const MAX_BATCH_NAMES: usize = 20;
 /// Organization keys kept per warm container.
 const ORG_KEY_CACHE_CAP: usize = 1024;
 /// How long a warm container keeps a derived organization key. Bounds how long a shredded
@@ -44,6 +48,101 @@ pub struct PutSecret {
 pub enum PutAction {
     Created,
     Updated,
+}
+
+/// A condition a write puts on the secret's current version (`If-Match`, `If-None-Match`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Precondition {
+    #[default]
+    None,
+    /// `If-Match: *` (`Any`): the secret must exist.
+    Any,
+    /// `If-Match: "3", ...`: the secret must exist at one of these versions.
+    Versions(Vec<u64>),
+    /// `If-None-Match: *`: the secret must not exist.
+    Absent,
+}
+
+impl Precondition {
+    /// Checks the precondition against the live secret (if any) just read; the write that follows is
+    /// conditional on that same version, so a change in between is caught by DynamoDB.
+    fn check(&self, live: Option<&SecretItem>) -> Result<(), ApiError> {
+        let holds = match (self, live) {
+            (Self::None, _) => true,
+            (Self::Any, live) => live.is_some(),
+            (Self::Versions(vs), Some(c)) => vs.contains(&c.version),
+            (Self::Versions(_), None) => false,
+            (Self::Absent, live) => live.is_none(),
+        };
+        if holds { Ok(()) } else { Err(ApiError::PreconditionFailed) }
+    }
+}
+
+/// Retained versions to delete once `version` is current: the one falling out of the window.
+fn past_retention(version: u64) -> Vec<u64> {
+    if version > RETAINED_VERSIONS { vec![version - RETAINED_VERSIONS] } else { Vec::new() }
+}
+
+/// The retained earlier versions of a secret at `version`.
+fn retained(version: u64) -> Vec<u64> {
+    (version.saturating_sub(RETAINED_VERSIONS - 1).max(1)..version).collect()
+}
+
+/// Backoff for a write that lost a race: full jitter, bounded in total by [`CONTENTION_BUDGET`].
+struct Contention {
+    deadline: std::time::Instant,
+    backoff: Duration,
+}
+
+impl Contention {
+    fn new() -> Self {
+        Self { deadline: std::time::Instant::now() + CONTENTION_BUDGET, backoff: Duration::from_millis(4) }
+    }
+
+    async fn pause(&mut self) -> Result<(), ApiError> {
+        if std::time::Instant::now() >= self.deadline {
+            return Err(ApiError::unavailable("write contention did not settle"));
+        }
+        let max = u64::try_from(self.backoff.as_micros()).unwrap_or(u64::MAX);
+        tokio::time::sleep(Duration::from_micros(rand::random::<u64>() % max.max(1))).await;
+        self.backoff = (self.backoff * 2).min(Duration::from_millis(100));
+        Ok(())
+    }
+}
+
+/// What a batch read returned: values, and the names it could not return with why.
+#[derive(Debug, Default)]
+pub struct BatchRead {
+    pub secrets: Vec<SecretWithValue>,
+    pub errors: Vec<(String, ApiError)>,
+}
+
+/// Most DynamoDB queries one page of an audit query makes (one per day of the range at least), so a
+/// sparse range cannot hold a request for long: past it, the page ends early with a `nextToken`.
+const MAX_AUDIT_QUERIES: usize = 100;
+
+/// An audit query: a time range (inclusive), filters and paging.
+#[derive(Debug, Clone)]
+pub struct AuditQuery {
+    pub from: OffsetDateTime,
+    pub to: OffsetDateTime,
+    pub filter: AuditFilter,
+    pub limit: usize,
+    pub cursor: Option<AuditCursor>,
+}
+
+/// Where an audit query resumes: a UTC day and, inside it, the id of the last event returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditCursor {
+    pub day: time::Date,
+    pub before: Option<String>,
+}
+
+/// One page of audit events (stored items), newest first.
+#[derive(Debug)]
+pub struct AuditPage {
+    pub events: Vec<crate::store::Item>,
+    pub next: Option<AuditCursor>,
 }
 
 /// A secret returned with its value.
@@ -223,65 +322,77 @@ impl Vault {
         }
     }
 
-    /// Creates or replaces a secret.
-    pub async fn put_secret(&self, meta: &RequestMeta, p: &Principal, input: PutSecret) -> Result<PutAction, ApiError> {
+    /// Creates or replaces a secret. Returns what it did and the version now current.
+    ///
+    /// Every write is a conditional write on the version just read, so concurrent writers never lose
+    /// an update silently: a writer whose condition failed reads again and, without a precondition,
+    /// retries on top of the newer version; with `If-Match`, it gets `version_conflict`.
+    pub async fn put_secret(
+        &self,
+        meta: &RequestMeta,
+        p: &Principal,
+        input: PutSecret,
+        pre: &Precondition,
+    ) -> Result<(PutAction, u64), ApiError> {
         let owner = self.allowed(policy::mutation_owner(p, input.client_id.as_deref()), p, meta, &input.name).await?;
         let binding = Binding { org_id: &p.org_id, owner: &owner, name: &input.name };
         let seal = |key: &OrgKey| key.seal(binding, input.value.expose_secret().as_bytes()).map_err(ApiError::internal);
         let mut key = self.org_key(&p.org_id, None, true).await?;
         let mut envelope = seal(&key)?;
-        let mut backoff = Duration::from_millis(5);
-        for _ in 0..MAX_WRITE_ATTEMPTS {
+        let new_secret = |current: Option<&SecretItem>, envelope, now| SecretItem {
+            owner: owner.clone(),
+            name: input.name.clone(),
+            scope: input.scope.clone(),
+            expires_at: input.expires_at,
+            created_at: current.map_or_else(|| now_rfc3339(now), |c| c.created_at.clone()),
+            updated_at: now_rfc3339(now),
+            version: current.map_or(1, |c| c.version + 1),
+            envelope: Some(envelope),
+        };
+        let mut retry = Contention::new();
+        loop {
             let now = OffsetDateTime::now_utc();
-            let stamp = now_rfc3339(now);
-            let secret = SecretItem {
-                owner: owner.clone(),
-                name: input.name.clone(),
-                scope: input.scope.clone(),
-                expires_at: input.expires_at,
-                created_at: stamp.clone(),
-                updated_at: stamp,
-                version: 1,
-                envelope: Some(envelope.clone()),
-            };
-            let audit = |kind| {
-                Self::event(kind, p, meta, &input.name, Some(&owner), "success").to_item(now, self.audit_retention_days)
-            };
             let ts = now.unix_timestamp();
-            let mut outcome =
-                self.store.create_secret(&p.org_id, &secret, audit(EventKind::Created), ts, key.salt()).await?;
-            if outcome == Mutation::Applied {
-                return Ok(PutAction::Created);
-            }
-            if outcome == Mutation::ConditionFailed {
-                outcome =
-                    self.store.update_secret(&p.org_id, &secret, audit(EventKind::Updated), ts, key.salt()).await?;
-                if outcome == Mutation::Applied {
-                    return Ok(PutAction::Updated);
+            let current = self.store.get_secret(&p.org_id, &owner, &input.name).await?;
+            let live = current.as_ref().filter(|c| !c.is_expired(ts));
+            pre.check(live)?;
+            let (kind, action, expect, prune) = match (&current, live) {
+                (_, Some(c)) => {
+                    (EventKind::Updated, PutAction::Updated, Expect::Live(c.version), past_retention(c.version + 1))
                 }
-                // Otherwise deleted or expired in between, or contended: start over.
+                (Some(c), None) => {
+                    (EventKind::Created, PutAction::Created, Expect::Expired(c.version), retained(c.version))
+                }
+                (None, None) => (EventKind::Created, PutAction::Created, Expect::Absent, Vec::new()),
+            };
+            let secret = new_secret(live, envelope.clone(), now);
+            let audit = Self::event(kind, p, meta, &input.name, Some(&owner), "success")
+                .with_detail(format!("version={}", secret.version))
+                .to_item(now, self.audit_retention_days);
+            match self.store.write_secret(&p.org_id, &secret, expect, live, &prune, audit, ts, key.salt()).await? {
+                Mutation::Applied => return Ok((action, secret.version)),
+                Mutation::SaltChanged => {
+                    // The organization was shredded since this container derived its key: never write
+                    // under the destroyed salt; derive again (a new salt) and reseal.
+                    self.forget_org(&p.org_id).await;
+                    key = self.org_key(&p.org_id, None, true).await?;
+                    envelope = seal(&key)?;
+                }
+                // Changed since it was read: read again (preconditions are checked against the new state).
+                Mutation::ConditionFailed | Mutation::Contended => retry.pause().await?,
             }
-            if outcome == Mutation::SaltChanged {
-                // The organization was shredded since this container derived its key: never write
-                // under the destroyed salt; derive again (a new salt) and reseal.
-                self.forget_org(&p.org_id).await;
-                key = self.org_key(&p.org_id, None, true).await?;
-                envelope = seal(&key)?;
-                continue;
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_millis(200));
         }
-        Err(ApiError::unavailable("write contention did not settle"))
     }
 
-    /// Reads a secret's value: the caller's own, else its client's app-level one.
+    /// Reads a secret's value (the current version, or a retained earlier one): the caller's own,
+    /// else its client's app-level one.
     pub async fn get_secret(
         &self,
         meta: &RequestMeta,
         p: &Principal,
         name: &str,
         client_id: Option<&str>,
+        version: Option<u64>,
     ) -> Result<SecretWithValue, ApiError> {
         let owners = self.allowed(policy::read_owners(p, client_id), p, meta, name).await?;
         let now = OffsetDateTime::now_utc().unix_timestamp();
@@ -296,20 +407,56 @@ impl Vault {
             }
             _ => return Err(ApiError::internal("unexpected number of read owners")),
         };
-        let item = candidates.into_iter().flatten().find(|s| !s.is_expired(now)).ok_or(ApiError::NotFound)?;
+        let current = candidates.into_iter().flatten().find(|s| !s.is_expired(now)).ok_or(ApiError::NotFound)?;
+        self.check_scope(p, meta, &current).await?;
+        let item = match version {
+            None => current,
+            Some(v) if v == current.version => current,
+            Some(v) => {
+                let old = self.retained_version(p, &current, v).await?;
+                self.check_scope(p, meta, &old).await?;
+                old
+            }
+        };
+        let value = self.open(p, meta, &item).await?;
+        let mut event = Self::event(EventKind::Retrieved, p, meta, name, Some(&item.owner), "success");
+        if version.is_some() {
+            event = event.with_detail(format!("version={}", item.version));
+        }
+        // Fail closed: no value leaves without its audit event stored.
+        self.store_audit(event.to_item(OffsetDateTime::now_utc(), self.audit_retention_days)).await?;
+        Ok(SecretWithValue { item, value })
+    }
+
+    /// Refuses (and audits) a read of a secret whose scopes the token holds none of.
+    async fn check_scope(&self, p: &Principal, meta: &RequestMeta, item: &SecretItem) -> Result<(), ApiError> {
         if let Err(e) = policy::check_scope(p, &item.scope) {
-            self.record_failure(EventKind::AccessDenied, p, meta, name, Some(&item.owner), &e).await;
+            self.record_failure(EventKind::AccessDenied, p, meta, &item.name, Some(&item.owner), &e).await;
             return Err(e);
         }
-        let value = self.open(p, meta, &item).await?;
-        let audit = Self::event(EventKind::Retrieved, p, meta, name, Some(&item.owner), "success")
-            .to_item(OffsetDateTime::now_utc(), self.audit_retention_days);
-        // Fail closed: no value leaves without its audit event stored.
-        match tokio::time::timeout(self.audit_timeout, self.store.put_audit(audit)).await {
-            Ok(Ok(())) => Ok(SecretWithValue { item, value }),
-            Ok(Err(e)) => Err(e),
+        Ok(())
+    }
+
+    /// Stores one audit event that must exist before the request may succeed.
+    async fn store_audit(&self, item: crate::store::Item) -> Result<(), ApiError> {
+        match tokio::time::timeout(self.audit_timeout, self.store.put_audit(item)).await {
+            Ok(result) => result,
             Err(_) => Err(ApiError::unavailable("audit write timed out")),
         }
+    }
+
+    /// Version `v` of the live secret `current`, if it is still retained.
+    async fn retained_version(&self, p: &Principal, current: &SecretItem, v: u64) -> Result<SecretItem, ApiError> {
+        if v == current.version {
+            return Ok(current.clone());
+        }
+        if v == 0 || v > current.version || v + RETAINED_VERSIONS <= current.version {
+            return Err(ApiError::VersionNotFound);
+        }
+        let old = self.store.get_version(&p.org_id, &current.owner, &current.name, v).await?;
+        // A retained version belongs to this secret's lifetime only (never to an earlier secret of the
+        // same name that was deleted or expired).
+        old.filter(|o| o.version == v && o.created_at == current.created_at).ok_or(ApiError::VersionNotFound)
     }
 
     async fn open(&self, p: &Principal, meta: &RequestMeta, item: &SecretItem) -> Result<SecretString, ApiError> {
@@ -331,29 +478,182 @@ impl Vault {
         opened
     }
 
-    /// Deletes a live secret.
+    /// Reads up to [`MAX_BATCH_NAMES`] secrets in one `BatchGetItem`. Each name is returned with its
+    /// value, or listed with why not (`not_found`, `insufficient_scope`, `integrity_error`). Every
+    /// value returned and every refusal is audited, all in one transaction that must succeed first.
+    pub async fn batch_get(
+        &self,
+        meta: &RequestMeta,
+        p: &Principal,
+        names: &[String],
+        client_id: Option<&str>,
+    ) -> Result<BatchRead, ApiError> {
+        let owners = self.allowed(policy::read_owners(p, client_id), p, meta, "*").await?;
+        let keys: Vec<(Owner, String)> =
+            names.iter().flat_map(|name| owners.iter().map(move |o| (o.clone(), name.clone()))).collect();
+        let mut found = self.store.batch_get_secrets(&p.org_id, &keys).await?;
+        let now = OffsetDateTime::now_utc();
+        let mut read = BatchRead::default();
+        let mut audits = Vec::new();
+        for name in names {
+            let live = owners
+                .iter()
+                .filter_map(|o| found.remove(&(o.clone(), name.clone())))
+                .find(|s| !s.is_expired(now.unix_timestamp()));
+            let Some(item) = live else {
+                read.errors.push((name.clone(), ApiError::NotFound));
+                continue;
+            };
+            if let Err(e) = policy::check_scope(p, &item.scope) {
+                audits.push(
+                    Self::event(EventKind::AccessDenied, p, meta, name, Some(&item.owner), e.code())
+                        .to_item(now, self.audit_retention_days),
+                );
+                read.errors.push((name.clone(), e));
+                continue;
+            }
+            match self.open(p, meta, &item).await {
+                Ok(value) => {
+                    audits.push(
+                        Self::event(EventKind::Retrieved, p, meta, name, Some(&item.owner), "success")
+                            .with_detail("batch=true".into())
+                            .to_item(now, self.audit_retention_days),
+                    );
+                    read.secrets.push(SecretWithValue { item, value });
+                }
+                Err(e @ ApiError::Integrity(_)) => read.errors.push((name.clone(), e)),
+                Err(e) => return Err(e),
+            }
+        }
+        // Fail closed: no value leaves without its audit event stored.
+        match tokio::time::timeout(self.audit_timeout, self.store.put_audits(audits)).await {
+            Ok(result) => result?,
+            Err(_) => return Err(ApiError::unavailable("audit write timed out")),
+        }
+        Ok(read)
+    }
+
+    /// Restores retained version `version` of a live secret (value and scope; the expiry stays) as its
+    /// new current version. Returns the new version.
+    pub async fn rollback_secret(
+        &self,
+        meta: &RequestMeta,
+        p: &Principal,
+        name: &str,
+        version: u64,
+        client_id: Option<&str>,
+        pre: &Precondition,
+    ) -> Result<u64, ApiError> {
+        let owner = self.allowed(policy::mutation_owner(p, client_id), p, meta, name).await?;
+        let binding = Binding { org_id: &p.org_id, owner: &owner, name };
+        let mut retry = Contention::new();
+        loop {
+            let now = OffsetDateTime::now_utc();
+            let ts = now.unix_timestamp();
+            let current = self.store.get_secret(&p.org_id, &owner, name).await?;
+            let current = current.filter(|c| !c.is_expired(ts)).ok_or(ApiError::NotFound)?;
+            pre.check(Some(&current))?;
+            let source = self.retained_version(p, &current, version).await?;
+            let value = self.open(p, meta, &source).await?;
+            let key = self.org_key(&p.org_id, None, true).await?;
+            let envelope = key.seal(binding, value.expose_secret().as_bytes()).map_err(ApiError::internal)?;
+            let secret = SecretItem {
+                scope: source.scope.clone(),
+                expires_at: current.expires_at,
+                updated_at: now_rfc3339(now),
+                version: current.version + 1,
+                envelope: Some(envelope),
+                ..current.clone()
+            };
+            let audit = Self::event(EventKind::RolledBack, p, meta, name, Some(&owner), "success")
+                .with_detail(format!("fromVersion={version} version={}", secret.version))
+                .to_item(now, self.audit_retention_days);
+            let prune = past_retention(secret.version);
+            let expect = Expect::Live(current.version);
+            match self
+                .store
+                .write_secret(&p.org_id, &secret, expect, Some(&current), &prune, audit, ts, key.salt())
+                .await?
+            {
+                Mutation::Applied => return Ok(secret.version),
+                Mutation::SaltChanged => self.forget_org(&p.org_id).await,
+                Mutation::ConditionFailed | Mutation::Contended => retry.pause().await?,
+            }
+        }
+    }
+
+    /// Deletes a live secret and every version of it.
     pub async fn delete_secret(
         &self,
         meta: &RequestMeta,
         p: &Principal,
         name: &str,
         client_id: Option<&str>,
+        pre: &Precondition,
     ) -> Result<(), ApiError> {
         let owner = self.allowed(policy::mutation_owner(p, client_id), p, meta, name).await?;
-        let mut backoff = Duration::from_millis(5);
-        for _ in 0..MAX_WRITE_ATTEMPTS {
+        let mut retry = Contention::new();
+        loop {
             let now = OffsetDateTime::now_utc();
+            let ts = now.unix_timestamp();
+            let current = self.store.get_secret(&p.org_id, &owner, name).await?;
+            let live = current.filter(|c| !c.is_expired(ts));
+            pre.check(live.as_ref())?;
+            let current = live.ok_or(ApiError::NotFound)?;
             let audit = Self::event(EventKind::Deleted, p, meta, name, Some(&owner), "success")
+                .with_detail(format!("version={}", current.version))
                 .to_item(now, self.audit_retention_days);
-            match self.store.delete_secret(&p.org_id, &owner, name, audit, now.unix_timestamp()).await? {
+            let prune = retained(current.version);
+            match self.store.delete_secret(&p.org_id, &owner, name, current.version, &prune, audit, ts).await? {
                 Mutation::Applied => return Ok(()),
-                Mutation::ConditionFailed => return Err(ApiError::NotFound),
-                Mutation::Contended | Mutation::SaltChanged => {}
+                Mutation::ConditionFailed | Mutation::Contended | Mutation::SaltChanged => retry.pause().await?,
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_millis(200));
         }
-        Err(ApiError::unavailable("write contention did not settle"))
+    }
+
+    /// Reads an organization's audit events, newest first: a Query per UTC day of the range, on that
+    /// organization's partitions only. Admins see every event; anyone else only their own.
+    pub async fn query_audit(&self, p: &Principal, mut q: AuditQuery) -> Result<AuditPage, ApiError> {
+        q.filter.actor = policy::audit_visibility(p);
+        let millis = |t: OffsetDateTime| (t.unix_timestamp_nanos() / 1_000_000).clamp(0, 0xFFFF_FFFF_FFFF);
+        let lowest = format!("{:012x}{}", millis(q.from), "0".repeat(20));
+        let highest = format!("{:012x}{}", millis(q.to), "f".repeat(20));
+        let first_day = q.from.date();
+        let (mut day, mut before) = match q.cursor {
+            Some(c) => (c.day, c.before),
+            None => (q.to.date(), None),
+        };
+        let mut events = Vec::new();
+        for _ in 0..MAX_AUDIT_QUERIES {
+            if day < first_day {
+                return Ok(AuditPage { events, next: None });
+            }
+            let (page, more) = self
+                .store
+                .query_audit_day(
+                    &p.org_id,
+                    &crate::audit::day_key(day),
+                    &lowest,
+                    &highest,
+                    before.as_deref(),
+                    &q.filter,
+                    q.limit - events.len(),
+                )
+                .await?;
+            events.extend(page);
+            match more {
+                Some(last) => before = Some(last),
+                None => match day.previous_day() {
+                    Some(previous) => (day, before) = (previous, None),
+                    None => return Ok(AuditPage { events, next: None }),
+                },
+            }
+            if events.len() >= q.limit {
+                break;
+            }
+        }
+        let next = (day >= first_day).then_some(AuditCursor { day, before });
+        Ok(AuditPage { events, next })
     }
 
     /// Lists live secrets without values.

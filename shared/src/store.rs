@@ -18,7 +18,8 @@ use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Delete, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Delete, KeysAndAttributes, Put, TransactWriteItem};
+use std::time::Duration;
 
 use crate::crypto::{Envelope, SALT_LEN};
 use crate::error::ApiError;
@@ -34,18 +35,61 @@ pub mod schema {
     pub const ORG_SK: &str = "orgSk";
     /// Non-key attributes the `by-org` index projects: metadata only, never ciphertext.
     pub const ORG_INDEX_PROJECTION: &[&str] =
-        &["ownership", "clientId", "name", "scope", "ttl", "createdAt", "updatedAt", "version", "keyId"];
+        &["ownership", "clientId", "name", "scope", "ttl", "createdAt", "updatedAt", "version", "keyId", VERSION_OF];
+    /// Set on a retained earlier version of a secret (to the secret's name); listings skip such items.
+    pub const VERSION_OF: &str = "versionOf";
     /// The `by-org` partition listing every organization (escaped ids never start with `#`).
     pub const ORGS_PARTITION: &str = "#orgs";
 }
 
-type Item = HashMap<String, AttributeValue>;
+pub type Item = HashMap<String, AttributeValue>;
 
 /// The partition of the rewrap job's checkpoint (ids are escaped into `org#...` keys, so no collision).
 const JOB_PK: &str = "job#rotate-keys";
 
-/// The condition that a secret exists and has not expired (`:now` is the current epoch second).
-const LIVE: &str = "attribute_exists(pk) AND (attribute_not_exists(#ttl) OR #ttl > :now)";
+/// On a retained version: the expiry its secret had then (not the table's TTL attribute: a retained
+/// version lives and dies with its secret, whose current item governs whether it can be read).
+const ARCHIVED_TTL: &str = "expiredAt";
+
+/// Attempts at a batch read whose keys DynamoDB leaves unprocessed (throttling).
+const BATCH_ATTEMPTS: u32 = 5;
+
+/// The sort key of a retained earlier version of `name`. Names never hold `#`, so this never collides
+/// with a secret's own sort key.
+pub fn version_key(name: &str, version: u64) -> String {
+    format!("{name}#v{version}")
+}
+
+/// The secret name a (possibly version) sort key belongs to.
+pub fn base_name(sort_key: &str) -> &str {
+    sort_key.split('#').next().unwrap_or(sort_key)
+}
+
+/// What an audit query keeps, besides its time range. Every field given must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    pub secret: Option<String>,
+    /// An event name such as `vault.secret.retrieved`.
+    pub event: Option<String>,
+    /// The acting client, or the client owning the secret acted on.
+    pub client_id: Option<String>,
+    /// The acting user.
+    pub user_id: Option<String>,
+    /// Set for callers that may only see their own events: a user (any client), or an M2M client
+    /// acting as itself.
+    pub actor: Option<Owner>,
+}
+
+/// What a write expects to find in a secret's place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// No item at all.
+    Absent,
+    /// An expired item at this version (replaced by a new secret).
+    Expired(u64),
+    /// A live item at this version (updated).
+    Live(u64),
+}
 
 /// Escapes one id so it can never contain the `#` separator.
 pub(crate) fn escape(id: &str) -> String {
@@ -257,102 +301,147 @@ impl Store {
         out.item.map(|item| secret_from_item(owner, &item, true)).transpose()
     }
 
-    /// Creates a secret where none lives (absent, or present but expired), with its audit event.
-    pub async fn create_secret(
+    /// Reads one retained earlier version of a secret (strongly consistent), if it is stored.
+    pub async fn get_version(
+        &self,
+        org_id: &str,
+        owner: &Owner,
+        name: &str,
+        version: u64,
+    ) -> Result<Option<SecretItem>, ApiError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.secrets_table)
+            .key(schema::PK, s(partition_key(org_id, owner)))
+            .key(schema::SK, s(version_key(name, version)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let Some(item) = out.item else { return Ok(None) };
+        let mut secret = secret_from_item(owner, &item, true)?;
+        secret.name = name.to_owned();
+        secret.expires_at = get_n(&item, ARCHIVED_TTL)?;
+        Ok(Some(secret))
+    }
+
+    /// Reads many secrets at once (strongly consistent) with `BatchGetItem`, retrying what DynamoDB
+    /// leaves unprocessed. At most 100 keys. Returns what exists, expired or not.
+    pub async fn batch_get_secrets(
+        &self,
+        org_id: &str,
+        keys: &[(Owner, String)],
+    ) -> Result<HashMap<(Owner, String), SecretItem>, ApiError> {
+        let mut by_key: HashMap<(String, String), &Owner> = HashMap::new();
+        let mut request = Vec::with_capacity(keys.len());
+        for (owner, name) in keys {
+            let pk = partition_key(org_id, owner);
+            if by_key.insert((pk.clone(), name.clone()), owner).is_none() {
+                request.push(HashMap::from([(schema::PK.to_owned(), s(pk)), (schema::SK.to_owned(), s(name))]));
+            }
+        }
+        let mut found = HashMap::new();
+        let mut pending = Some(
+            KeysAndAttributes::builder()
+                .set_keys(Some(request))
+                .consistent_read(true)
+                .build()
+                .map_err(ApiError::internal)?,
+        );
+        let mut backoff = Duration::from_millis(10);
+        for attempt in 0..BATCH_ATTEMPTS {
+            let Some(keys) = pending.take() else { break };
+            if keys.keys().is_empty() {
+                break;
+            }
+            if attempt > 0 {
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+            let out = self
+                .client
+                .batch_get_item()
+                .request_items(&self.secrets_table, keys)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            for item in out.responses.and_then(|mut r| r.remove(&self.secrets_table)).unwrap_or_default() {
+                let key = (get_s(&item, schema::PK)?.to_owned(), get_s(&item, schema::SK)?.to_owned());
+                let owner = *by_key.get(&key).ok_or_else(|| malformed("a key that was not asked for"))?;
+                let secret = secret_from_item(owner, &item, true)?;
+                found.insert((owner.clone(), key.1), secret);
+            }
+            pending = out.unprocessed_keys.and_then(|mut u| u.remove(&self.secrets_table));
+        }
+        if pending.is_some_and(|k| !k.keys().is_empty()) {
+            return Err(ApiError::unavailable("DynamoDB left keys of a batch read unprocessed"));
+        }
+        Ok(found)
+    }
+
+    /// Writes a secret's new current version, with its audit event, in one transaction:
+    /// - the new item, on condition `expect` (absent, or still at the version read);
+    /// - `archive`, the version it replaces, kept readable as `<name>#v<version>`;
+    /// - the deletion of the versions in `prune` (archives past the retention, or of an expired secret
+    ///   being replaced).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn write_secret(
         &self,
         org_id: &str,
         secret: &SecretItem,
+        expect: Expect,
+        archive: Option<&SecretItem>,
+        prune: &[u64],
         audit: Item,
         now: i64,
         salt: &[u8; SALT_LEN],
     ) -> Result<Mutation, ApiError> {
-        let env = secret.envelope.as_ref().ok_or_else(|| ApiError::internal("create without an envelope"))?;
-        let mut item = Item::new();
-        item.insert(schema::PK.into(), s(partition_key(org_id, &secret.owner)));
-        item.insert(schema::SK.into(), s(&secret.name));
-        item.insert("name".into(), s(&secret.name));
-        item.insert("ownership".into(), s(secret.owner.kind()));
-        if let Owner::App { client_id } = &secret.owner {
-            item.insert("clientId".into(), s(client_id));
+        let item = secret_item(org_id, secret, None)?;
+        let (condition, version) = match expect {
+            Expect::Absent => ("attribute_not_exists(pk)", None),
+            Expect::Expired(v) => ("version = :v AND #ttl <= :now", Some(v)),
+            Expect::Live(v) => ("version = :v AND (attribute_not_exists(#ttl) OR #ttl > :now)", Some(v)),
+        };
+        let mut condition = condition.to_owned();
+        let mut put = Put::builder().table_name(&self.secrets_table).set_item(Some(item));
+        if let Some(v) = version {
+            put = put
+                .expression_attribute_names("#ttl", schema::TTL)
+                .expression_attribute_values(":v", n(v))
+                .expression_attribute_values(":now", n(now));
         }
-        item.insert(schema::ORG_PK.into(), s(escape(org_id)));
-        item.insert(schema::ORG_SK.into(), s(org_sort_key(&secret.owner, &secret.name)));
-        item.insert("scope".into(), AttributeValue::L(secret.scope.iter().map(s).collect()));
-        if let Some(t) = secret.expires_at {
-            item.insert(schema::TTL.into(), n(t));
+        if let Some(env) = archive.and_then(|a| a.envelope.as_ref()) {
+            // The archived copy must be exactly what the item holds: not a data key the rewrap job has
+            // moved to another master key since it was read.
+            condition.push_str(" AND wrappedKey = :wrapped");
+            put = put.expression_attribute_values(":wrapped", AttributeValue::B(Blob::new(env.wrapped_key.clone())));
         }
-        item.insert("createdAt".into(), s(&secret.created_at));
-        item.insert("updatedAt".into(), s(&secret.updated_at));
-        item.insert("version".into(), n(secret.version));
-        insert_envelope(&mut item, env);
-        let put = Put::builder()
-            .table_name(&self.secrets_table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk) OR #ttl <= :now")
-            .expression_attribute_names("#ttl", schema::TTL)
-            .expression_attribute_values(":now", n(now))
-            .build()
-            .map_err(ApiError::internal)?;
-        self.transact(TransactWriteItem::builder().put(put).build(), audit, Some((org_id, salt))).await
+        let put = put.condition_expression(condition);
+        let put = put.build().map_err(ApiError::internal)?;
+        let mut extra = Vec::new();
+        if let Some(old) = archive {
+            let put = Put::builder()
+                .table_name(&self.secrets_table)
+                .set_item(Some(secret_item(org_id, old, Some(old.version))?))
+                .build()
+                .map_err(ApiError::internal)?;
+            extra.push(TransactWriteItem::builder().put(put).build());
+        }
+        extra.extend(self.prune_ops(org_id, &secret.owner, &secret.name, prune)?);
+        self.transact(TransactWriteItem::builder().put(put).build(), audit, Some((org_id, salt)), extra).await
     }
 
-    /// Replaces a live secret's value, scope and expiry (keeping `createdAt`), with its audit event.
-    pub async fn update_secret(
-        &self,
-        org_id: &str,
-        secret: &SecretItem,
-        audit: Item,
-        now: i64,
-        salt: &[u8; SALT_LEN],
-    ) -> Result<Mutation, ApiError> {
-        let env = secret.envelope.as_ref().ok_or_else(|| ApiError::internal("update without an envelope"))?;
-        let mut set = vec![
-            "#scope = :scope",
-            "updatedAt = :updated",
-            "version = if_not_exists(version, :zero) + :one",
-            "encVersion = :encVersion",
-            "keyId = :keyId",
-            "wrappedKey = :wrappedKey",
-            "ciphertext = :ciphertext",
-        ];
-        let mut values = Item::new();
-        if let Some(t) = secret.expires_at {
-            set.push("#ttl = :ttl");
-            values.insert(":ttl".into(), n(t));
-        }
-        let mut expr = format!("SET {}", set.join(", "));
-        if secret.expires_at.is_none() {
-            expr.push_str(" REMOVE #ttl");
-        }
-        values.insert(":scope".into(), AttributeValue::L(secret.scope.iter().map(s).collect()));
-        values.insert(":updated".into(), s(&secret.updated_at));
-        values.insert(":zero".into(), n(0));
-        values.insert(":one".into(), n(1));
-        values.insert(":encVersion".into(), n(env.version));
-        values.insert(":keyId".into(), s(&env.key_id));
-        values.insert(":wrappedKey".into(), AttributeValue::B(Blob::new(env.wrapped_key.clone())));
-        values.insert(":ciphertext".into(), AttributeValue::B(Blob::new(env.ciphertext.clone())));
-        values.insert(":now".into(), n(now));
-        let update = Update::builder()
-            .table_name(&self.secrets_table)
-            .key(schema::PK, s(partition_key(org_id, &secret.owner)))
-            .key(schema::SK, s(&secret.name))
-            .update_expression(expr)
-            .condition_expression(LIVE)
-            .expression_attribute_names("#ttl", schema::TTL)
-            .expression_attribute_names("#scope", "scope")
-            .set_expression_attribute_values(Some(values))
-            .build()
-            .map_err(ApiError::internal)?;
-        self.transact(TransactWriteItem::builder().update(update).build(), audit, Some((org_id, salt))).await
-    }
-
-    /// Deletes a live secret, with its audit event.
+    /// Deletes a live secret still at `version`, the retained versions in `prune`, and writes its audit
+    /// event, in one transaction.
+    #[allow(clippy::too_many_arguments)]
     pub async fn delete_secret(
         &self,
         org_id: &str,
         owner: &Owner,
         name: &str,
+        version: u64,
+        prune: &[u64],
         audit: Item,
         now: i64,
     ) -> Result<Mutation, ApiError> {
@@ -360,22 +449,47 @@ impl Store {
             .table_name(&self.secrets_table)
             .key(schema::PK, s(partition_key(org_id, owner)))
             .key(schema::SK, s(name))
-            .condition_expression(LIVE)
+            .condition_expression("version = :v AND (attribute_not_exists(#ttl) OR #ttl > :now)")
             .expression_attribute_names("#ttl", schema::TTL)
+            .expression_attribute_values(":v", n(version))
             .expression_attribute_values(":now", n(now))
             .build()
             .map_err(ApiError::internal)?;
-        self.transact(TransactWriteItem::builder().delete(delete).build(), audit, None).await
+        let extra = self.prune_ops(org_id, owner, name, prune)?;
+        self.transact(TransactWriteItem::builder().delete(delete).build(), audit, None, extra).await
     }
 
-    /// Writes `secret_op` and the audit item in one transaction, so neither exists without the other.
-    /// With `salt_guard`, the transaction also requires the organization's salt to still be the one the
-    /// value was sealed under, so no write is ever accepted under a shredded salt.
+    fn prune_ops(
+        &self,
+        org_id: &str,
+        owner: &Owner,
+        name: &str,
+        prune: &[u64],
+    ) -> Result<Vec<TransactWriteItem>, ApiError> {
+        prune
+            .iter()
+            .map(|&v| {
+                Delete::builder()
+                    .table_name(&self.secrets_table)
+                    .key(schema::PK, s(partition_key(org_id, owner)))
+                    .key(schema::SK, s(version_key(name, v)))
+                    .build()
+                    .map(|d| TransactWriteItem::builder().delete(d).build())
+                    .map_err(ApiError::internal)
+            })
+            .collect()
+    }
+
+    /// Writes `secret_op` and the audit item in one transaction, so neither exists without the other,
+    /// together with `extra` unconditional writes (archived versions). With `salt_guard`, the
+    /// transaction also requires the organization's salt to still be the one the value was sealed
+    /// under, so no write is ever accepted under a shredded salt.
     async fn transact(
         &self,
         secret_op: TransactWriteItem,
         audit: Item,
         salt_guard: Option<(&str, &[u8; SALT_LEN])>,
+        extra: Vec<TransactWriteItem>,
     ) -> Result<Mutation, ApiError> {
         let audit_put = Put::builder()
             .table_name(&self.audit_table)
@@ -399,18 +513,25 @@ impl Store {
                 .map_err(ApiError::internal)?;
             request = request.transact_items(TransactWriteItem::builder().condition_check(check).build());
         }
+        for op in extra {
+            request = request.transact_items(op);
+        }
         let res = request.send().await;
         match res {
             Ok(_) => Ok(Mutation::Applied),
             Err(SdkError::ServiceError(ctx)) => match ctx.err() {
                 TransactWriteItemsError::TransactionCanceledException(tc) => {
-                    let reasons = tc.cancellation_reasons();
-                    let code = |i: usize| reasons.get(i).and_then(|r| r.code()).unwrap_or("None");
-                    match (code(0), code(1), code(2)) {
-                        (_, _, "ConditionalCheckFailed") => Ok(Mutation::SaltChanged),
-                        ("ConditionalCheckFailed", "None", "None") => Ok(Mutation::ConditionFailed),
-                        (a, b, c) if [a, b, c].contains(&"TransactionConflict") => Ok(Mutation::Contended),
-                        _ => Err(ApiError::unavailable(SdkError::ServiceError(ctx))),
+                    let codes: Vec<&str> =
+                        tc.cancellation_reasons().iter().map(|r| r.code().unwrap_or("None")).collect();
+                    let code = |i: usize| codes.get(i).copied().unwrap_or("None");
+                    if salt_guard.is_some() && code(2) == "ConditionalCheckFailed" {
+                        Ok(Mutation::SaltChanged)
+                    } else if code(0) == "ConditionalCheckFailed" {
+                        Ok(Mutation::ConditionFailed)
+                    } else if codes.contains(&"TransactionConflict") {
+                        Ok(Mutation::Contended)
+                    } else {
+                        Err(ApiError::unavailable(SdkError::ServiceError(ctx)))
                     }
                 }
                 TransactWriteItemsError::TransactionInProgressException(_) => Ok(Mutation::Contended),
@@ -418,6 +539,91 @@ impl Store {
             },
             Err(e) => Err(unavailable(e)),
         }
+    }
+
+    /// One page of an organization's audit events of one UTC day (`YYYY-MM-DD`), newest first, with
+    /// ids (sort keys) between `lowest` and `highest` and before `before` when given, matching
+    /// `filter`. A Query on that day's partition only: never another organization's, never a Scan.
+    /// Returns the events and the id to continue before when more may follow.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn query_audit_day(
+        &self,
+        org_id: &str,
+        day: &str,
+        lowest: &str,
+        highest: &str,
+        before: Option<&str>,
+        filter: &AuditFilter,
+        limit: usize,
+    ) -> Result<(Vec<Item>, Option<String>), ApiError> {
+        let pk = format!("{}#{day}", escape(org_id));
+        let mut conditions = Vec::new();
+        let mut values =
+            HashMap::from([(":pk".to_owned(), s(&pk)), (":lo".to_owned(), s(lowest)), (":hi".to_owned(), s(highest))]);
+        let mut names = HashMap::new();
+        let mut add = |cond: &str, key: &str, value: &str| {
+            conditions.push(cond.to_owned());
+            values.insert(key.to_owned(), s(value));
+        };
+        if let Some(v) = &filter.secret {
+            add("secretName = :secret", ":secret", v);
+        }
+        if let Some(v) = &filter.event {
+            names.insert("#event".to_owned(), "event".to_owned());
+            add("#event = :event", ":event", v);
+        }
+        if let Some(v) = &filter.client_id {
+            add("(actorClientId = :client OR ownerClientId = :client)", ":client", v);
+        }
+        if let Some(v) = &filter.user_id {
+            add("actorUserId = :user", ":user", v);
+        }
+        match &filter.actor {
+            None => {}
+            Some(Owner::User { user_id }) => add("actorUserId = :actorUser", ":actorUser", user_id),
+            Some(Owner::App { client_id }) => {
+                add("actorClientId = :actorClient AND attribute_not_exists(actorUserId)", ":actorClient", client_id)
+            }
+        }
+        let start = before.map(|sk| HashMap::from([("pk".to_owned(), s(&pk)), ("sk".to_owned(), s(sk))]));
+        let out = self
+            .client
+            .query()
+            .table_name(&self.audit_table)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
+            .set_filter_expression((!conditions.is_empty()).then(|| conditions.join(" AND ")))
+            .set_expression_attribute_names((!names.is_empty()).then_some(names))
+            .set_expression_attribute_values(Some(values))
+            .scan_index_forward(false)
+            .set_exclusive_start_key(start)
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let next = match out.last_evaluated_key {
+            Some(key) => Some(get_s(&key, "sk")?.to_owned()),
+            None => None,
+        };
+        Ok((out.items.unwrap_or_default(), next))
+    }
+
+    /// Writes several audit events at once, all or none (a batch read's retrievals and refusals).
+    pub async fn put_audits(&self, audits: Vec<Item>) -> Result<(), ApiError> {
+        if audits.is_empty() {
+            return Ok(());
+        }
+        let mut request = self.client.transact_write_items();
+        for audit in audits {
+            let put = Put::builder()
+                .table_name(&self.audit_table)
+                .set_item(Some(audit))
+                .condition_expression("attribute_not_exists(pk)")
+                .build()
+                .map_err(ApiError::internal)?;
+            request = request.transact_items(TransactWriteItem::builder().put(put).build());
+        }
+        request.send().await.map_err(unavailable)?;
+        Ok(())
     }
 
     /// One page of an owner's live secrets, metadata only, in name order after `after`.
@@ -497,7 +703,7 @@ impl Store {
                     "#pk = :pk"
                 })
                 .set_expression_attribute_values(sk_prefix.map(|p| HashMap::from([(":prefix".to_owned(), s(p))])))
-                .filter_expression("attribute_not_exists(#ttl) OR #ttl > :now")
+                .filter_expression("attribute_not_exists(versionOf) AND (attribute_not_exists(#ttl) OR #ttl > :now)")
                 .projection_expression("sk, clientId, #scope, #ttl, createdAt, updatedAt, version")
                 .expression_attribute_names("#pk", pk_attr)
                 .expression_attribute_names("#ttl", schema::TTL)
@@ -687,6 +893,37 @@ impl Store {
             .map_err(unavailable)?;
         Ok(())
     }
+}
+
+/// The full item of `secret`: its current version (`archived = None`) or a retained earlier version.
+fn secret_item(org_id: &str, secret: &SecretItem, archived: Option<u64>) -> Result<Item, ApiError> {
+    let env = secret.envelope.as_ref().ok_or_else(|| ApiError::internal("a write without an envelope"))?;
+    let sk = match archived {
+        None => secret.name.clone(),
+        Some(v) => version_key(&secret.name, v),
+    };
+    let mut item = Item::new();
+    item.insert(schema::PK.into(), s(partition_key(org_id, &secret.owner)));
+    item.insert(schema::ORG_PK.into(), s(escape(org_id)));
+    item.insert(schema::ORG_SK.into(), s(org_sort_key(&secret.owner, &sk)));
+    item.insert(schema::SK.into(), s(sk));
+    item.insert("name".into(), s(&secret.name));
+    item.insert("ownership".into(), s(secret.owner.kind()));
+    if let Owner::App { client_id } = &secret.owner {
+        item.insert("clientId".into(), s(client_id));
+    }
+    item.insert("scope".into(), AttributeValue::L(secret.scope.iter().map(s).collect()));
+    if let Some(t) = secret.expires_at {
+        item.insert(if archived.is_some() { ARCHIVED_TTL } else { schema::TTL }.into(), n(t));
+    }
+    if archived.is_some() {
+        item.insert(schema::VERSION_OF.into(), s(&secret.name));
+    }
+    item.insert("createdAt".into(), s(&secret.created_at));
+    item.insert("updatedAt".into(), s(&secret.updated_at));
+    item.insert("version".into(), n(secret.version));
+    insert_envelope(&mut item, env);
+    Ok(item)
 }
 
 fn insert_envelope(item: &mut Item, env: &Envelope) {

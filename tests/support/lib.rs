@@ -137,21 +137,35 @@ impl Call {
         self
     }
 
-    /// The operation API Gateway's routes send this request to.
-    pub fn operation(&self) -> Operation {
-        let is_item = self.path.trim_end_matches('/') != "/vault/secrets";
-        match (self.method, is_item) {
-            ("POST", _) => Operation::Create,
-            ("DELETE", _) => Operation::Delete,
-            (_, true) => Operation::Get,
-            (_, false) => Operation::List,
+    /// The operation API Gateway's routes send this request to, the route key's path, and the
+    /// `{name}` path parameter.
+    pub fn route(&self) -> (Operation, &'static str, Option<String>) {
+        let path = self.path.as_str();
+        let item = path.strip_prefix("/vault/secrets/").filter(|rest| !rest.is_empty()).map(str::to_owned);
+        let nested = |suffix: &str| item.as_deref().and_then(|r| r.strip_suffix(suffix)).map(str::to_owned);
+        match (self.method, item.as_deref()) {
+            (_, _) if path == "/vault/audit" => (Operation::Audit, "/vault/audit", None),
+            ("POST", Some("batch-get")) => (Operation::BatchGet, "/vault/secrets/batch-get", None),
+            ("POST", Some(_)) if nested("/rollback").is_some() => {
+                (Operation::Rollback, "/vault/secrets/{name}/rollback", nested("/rollback"))
+            }
+            ("GET", Some(_)) if nested("/audit").is_some() => {
+                (Operation::Audit, "/vault/secrets/{name}/audit", nested("/audit"))
+            }
+            ("POST", _) => (Operation::Create, "/vault/secrets", None),
+            ("DELETE", _) => (Operation::Delete, "/vault/secrets/{name}", item),
+            (_, Some(_)) => (Operation::Get, "/vault/secrets/{name}", item),
+            (_, None) => (Operation::List, "/vault/secrets", None),
         }
+    }
+
+    pub fn operation(&self) -> Operation {
+        self.route().0
     }
 
     /// The API Gateway HTTP API (payload v2) event for this request.
     pub fn event(&self) -> Value {
-        let is_item = self.operation() == Operation::Get || self.operation() == Operation::Delete;
-        let route = if is_item { "/vault/secrets/{name}" } else { "/vault/secrets" };
+        let (_, route, name) = self.route();
         let mut headers = serde_json::Map::new();
         for (k, v) in &self.headers {
             // API Gateway joins repeated headers with commas.
@@ -189,8 +203,7 @@ impl Call {
         if !query.is_empty() {
             event["queryStringParameters"] = Value::Object(query);
         }
-        if is_item && self.path_params {
-            let name = self.path.strip_prefix("/vault/secrets/").unwrap_or("");
+        if let Some(name) = name.filter(|_| self.path_params) {
             event["pathParameters"] = json!({"name": name});
         }
         if let Some(body) = &self.body {
