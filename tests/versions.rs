@@ -44,7 +44,10 @@ async fn every_write_is_a_new_version_and_the_last_five_stay_readable() {
     }
 
     let r = t.send(get(&scoped, "k")).await;
-    assert_eq!((r.status, &r.json["value"], r.json["version"].as_u64(), etag(&r)), (200, &json!("value-3"), Some(3), Some("\"3\"")));
+    assert_eq!(
+        (r.status, &r.json["value"], r.json["version"].as_u64(), etag(&r)),
+        (200, &json!("value-3"), Some(3), Some("\"3\""))
+    );
     let created_at = r.json["createdAt"].clone();
 
     // An earlier version comes back with its own value and metadata.
@@ -84,7 +87,8 @@ async fn every_write_is_a_new_version_and_the_last_five_stay_readable() {
 
     // Reading a version is audited as a retrieval of that version.
     let events = t.audit("org1").await;
-    let versioned = events.iter().filter(|e| s(e, "event") == "vault.secret.retrieved" && s(e, "detail") == "version=1");
+    let versioned =
+        events.iter().filter(|e| s(e, "event") == "vault.secret.retrieved" && s(e, "detail") == "version=1");
     assert_eq!(versioned.count(), 1);
 }
 
@@ -117,7 +121,8 @@ async fn if_match_and_if_none_match_guard_writes() {
     assert_eq!((r.status, &r.json["error"]["code"]), (412, &json!("version_conflict")), "If-Match on nothing");
     assert_eq!(t.send(get(&tok, "absent")).await.status, 404);
 
-    for (header, value) in [("if-match", "1"), ("if-match", "\"x\""), ("if-match", "\"\""), ("if-none-match", "\"1\"")] {
+    for (header, value) in [("if-match", "1"), ("if-match", "\"x\""), ("if-match", "\"\""), ("if-none-match", "\"1\"")]
+    {
         let r = t.send(put_if(&tok, body("bad"), header, value)).await;
         assert_eq!((r.status, &r.json["error"]["code"]), (400, &json!("invalid_precondition")), "{header}: {value}");
     }
@@ -145,7 +150,8 @@ async fn concurrent_conditional_updates_let_exactly_one_win() {
     for i in 0..12 {
         let (t, tok) = (t.clone(), tok.clone());
         tasks.push(tokio::spawn(async move {
-            let r = t.send(put_if(&tok, json!({"name": "k", "value": format!("writer-{i}")}), "if-match", "\"1\"")).await;
+            let r =
+                t.send(put_if(&tok, json!({"name": "k", "value": format!("writer-{i}")}), "if-match", "\"1\"")).await;
             (i, r.status)
         }));
     }
@@ -179,7 +185,10 @@ async fn rollback_restores_an_earlier_version_as_a_new_one() {
         (200, &json!({"success": true, "action": "rolled_back", "version": 3}), Some("\"3\""))
     );
     let r = t.send(get(&tok, "k")).await;
-    assert_eq!((&r.json["value"], &r.json["scope"], r.json["version"].as_u64()), (&json!("first"), &json!(["a"]), Some(3)));
+    assert_eq!(
+        (&r.json["value"], &r.json["scope"], r.json["version"].as_u64()),
+        (&json!("first"), &json!(["a"]), Some(3))
+    );
     assert!(r.json["expiresAt"].is_string(), "the expiry is the secret's, kept: {}", r.body);
     let r = t.send(get_version(&tok, "k", "2")).await;
     assert_eq!(r.json["value"], "second", "the replaced version stays readable");
@@ -200,7 +209,11 @@ async fn rollback_restores_an_earlier_version_as_a_new_one() {
             400,
             "invalid_json",
         ),
-        (Call::new("POST", "/vault/secrets/k/rollback").token(&tok).raw_body("{\"version\":1}"), 415, "unsupported_media_type"),
+        (
+            Call::new("POST", "/vault/secrets/k/rollback").token(&tok).raw_body("{\"version\":1}"),
+            415,
+            "unsupported_media_type",
+        ),
     ] {
         let r = t.send(call).await;
         assert_eq!((r.status, r.json["error"]["code"].as_str()), (status, Some(code)), "{}", r.body);
