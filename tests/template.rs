@@ -77,6 +77,10 @@ fn every_function_is_built_from_its_crate_and_routed() {
         ("GetSecretFunction", "get-secret", "GET", "/vault/secrets/{name}"),
         ("ListSecretsFunction", "list-secrets", "GET", "/vault/secrets"),
         ("DeleteSecretFunction", "delete-secret", "DELETE", "/vault/secrets/{name}"),
+        ("BatchGetSecretsFunction", "batch-get-secrets", "POST", "/vault/secrets/batch-get"),
+        ("RollbackSecretFunction", "rollback-secret", "POST", "/vault/secrets/{name}/rollback"),
+        ("QueryAuditFunction", "query-audit", "GET", "/vault/audit"),
+        ("QueryAuditFunction", "query-audit", "GET", "/vault/secrets/{name}/audit"),
         ("PortalFunction", "portal", "GET", "/portal/vault"),
         ("PortalFunction", "portal", "GET", "/vault/openapi.json"),
     ];
@@ -106,11 +110,17 @@ fn every_function_is_built_from_its_crate_and_routed() {
     for secret in ["VAULT_MASTER_KEY", "VAULT_JWT_HS256_SECRET"] {
         assert!(!global_env.contains(secret), "{secret} must not be global: the portal would get it");
     }
+    // The audit reader never touches a value: no master key in its environment.
+    let audit_env = &t["Resources"]["QueryAuditFunction"]["Properties"]["Environment"]["Variables"];
+    assert!(audit_env["VAULT_MASTER_KEY"].is_null() && audit_env["VAULT_MASTER_KEYS"].is_null());
+    assert!(!audit_env["VAULT_JWT_HS256_SECRET"].is_null(), "it verifies tokens like every API function");
     for resource in [
         "CreateSecretFunction",
         "GetSecretFunction",
         "ListSecretsFunction",
         "DeleteSecretFunction",
+        "BatchGetSecretsFunction",
+        "RollbackSecretFunction",
         "RotateKeysFunction",
         "ShredOrgFunction",
     ] {
@@ -140,14 +150,15 @@ fn every_function_is_built_from_its_crate_and_routed() {
 #[test]
 fn functions_get_least_privilege() {
     let t = template();
-    let expected: [(&str, &[&str]); 6] = [
-        (
-            "CreateSecretFunction",
-            &["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem"],
-        ),
+    let writes: &[&str] =
+        &["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:ConditionCheckItem"];
+    let expected: [(&str, &[&str]); 8] = [
+        ("CreateSecretFunction", writes),
         ("GetSecretFunction", &["dynamodb:GetItem"]),
         ("ListSecretsFunction", &["dynamodb:Query"]),
-        ("DeleteSecretFunction", &["dynamodb:DeleteItem"]),
+        ("DeleteSecretFunction", &["dynamodb:GetItem", "dynamodb:DeleteItem"]),
+        ("BatchGetSecretsFunction", &["dynamodb:GetItem", "dynamodb:BatchGetItem"]),
+        ("RollbackSecretFunction", writes),
         ("RotateKeysFunction", &["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"]),
         ("ShredOrgFunction", &["dynamodb:DeleteItem"]),
     ];
@@ -170,4 +181,11 @@ fn functions_get_least_privilege() {
             }
         }
     }
+    // The audit reader may only query the audit table.
+    let statements =
+        t["Resources"]["QueryAuditFunction"]["Properties"]["Policies"][0]["Statement"].as_sequence().unwrap();
+    assert_eq!(statements.len(), 1);
+    assert_eq!(statements[0]["Action"].as_sequence().unwrap().len(), 1);
+    assert_eq!(statements[0]["Action"][0].as_str(), Some("dynamodb:Query"));
+    assert!(format!("{:?}", statements[0]["Resource"]).contains("AuditTable"));
 }

@@ -51,7 +51,8 @@ pub struct Config {
     pub secrets_table: String,
     pub audit_table: String,
     /// The master keys: `VAULT_MASTER_KEYS` (`id:hex,...`, first active) or a lone `VAULT_MASTER_KEY`.
-    pub keyring: Keyring,
+    /// `None` in a function that handles no secret value (the audit reader), which never reads them.
+    pub keyring: Option<Keyring>,
     pub jwt: JwtConfig,
     pub audit_retention_days: u32,
     pub audit_timeout: Duration,
@@ -66,32 +67,35 @@ pub enum ConfigError {
     Invalid { name: &'static str, why: String },
 }
 
+/// Whether a function works with master keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyUse {
+    /// It seals or opens values: the keys must be set and valid.
+    Required,
+    /// It never touches a value: the keys are not read, even where the environment holds them.
+    None,
+}
+
 impl Config {
     /// Reads the configuration from the process environment.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+    pub fn from_env(keys: KeyUse) -> Result<Self, ConfigError> {
+        Self::from_lookup_for(|name| std::env::var(name).ok(), keys)
     }
 
     /// Reads the configuration through `lookup`, so tests need not touch the process environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Self::from_lookup_for(lookup, KeyUse::Required)
+    }
+
+    /// As [`Config::from_lookup`], for a function with the given use of keys.
+    pub fn from_lookup_for(lookup: impl Fn(&str) -> Option<String>, keys: KeyUse) -> Result<Self, ConfigError> {
         let get = |name: &'static str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
         let require = |name: &'static str| get(name).ok_or(ConfigError::Missing(name));
 
-        let keyring = match (get("VAULT_MASTER_KEYS"), get("VAULT_MASTER_KEY")) {
-            (Some(_), Some(_)) => {
-                return Err(ConfigError::Invalid {
-                    name: "VAULT_MASTER_KEYS",
-                    why: "set either VAULT_MASTER_KEYS or VAULT_MASTER_KEY, not both".into(),
-                });
-            }
-            (Some(spec), None) => {
-                Keyring::parse(&spec).map_err(|why| ConfigError::Invalid { name: "VAULT_MASTER_KEYS", why })?
-            }
-            (None, Some(hex_key)) => Keyring::single(
-                MasterKey::from_hex(&hex_key)
-                    .map_err(|why| ConfigError::Invalid { name: "VAULT_MASTER_KEY", why: why.to_owned() })?,
-            ),
-            (None, None) => return Err(ConfigError::Missing("VAULT_MASTER_KEY")),
+        let keyring = if keys == KeyUse::None {
+            None
+        } else {
+            Some(Self::keyring(get("VAULT_MASTER_KEYS"), get("VAULT_MASTER_KEY"))?)
         };
 
         let keys = match (get("VAULT_JWKS_URL"), get("VAULT_JWT_HS256_SECRET")) {
@@ -161,6 +165,22 @@ impl Config {
             audit_timeout,
         })
     }
+
+    fn keyring(ring: Option<String>, lone: Option<String>) -> Result<Keyring, ConfigError> {
+        match (ring, lone) {
+            (Some(_), Some(_)) => Err(ConfigError::Invalid {
+                name: "VAULT_MASTER_KEYS",
+                why: "set either VAULT_MASTER_KEYS or VAULT_MASTER_KEY, not both".into(),
+            }),
+            (Some(spec), None) => {
+                Keyring::parse(&spec).map_err(|why| ConfigError::Invalid { name: "VAULT_MASTER_KEYS", why })
+            }
+            (None, Some(hex_key)) => MasterKey::from_hex(&hex_key)
+                .map(Keyring::single)
+                .map_err(|why| ConfigError::Invalid { name: "VAULT_MASTER_KEY", why: why.to_owned() }),
+            (None, None) => Err(ConfigError::Missing("VAULT_MASTER_KEY")),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -200,6 +220,14 @@ mod tests {
     }
 
     #[test]
+    fn a_keyless_function_never_reads_the_keys() {
+        let mut e = base();
+        e[0] = ("VAULT_MASTER_KEY", "not-a-key");
+        let c = Config::from_lookup_for(|k| e.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()), KeyUse::None);
+        assert!(c.unwrap().keyring.is_none());
+    }
+
+    #[test]
     fn malformed_master_key_is_refused_without_echoing_it() {
         for bad in [&KEY[..62], "zz02030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f", &format!("{KEY}00")] {
             let mut e = base();
@@ -217,8 +245,9 @@ mod tests {
         let ring = format!("k2:{},k1:{KEY}", "ab".repeat(32));
         e.push(("VAULT_MASTER_KEYS", &ring));
         let c = env(&e).unwrap();
-        assert_eq!(c.keyring.active().id(), "k2");
-        assert_eq!(c.keyring.keys().len(), 2);
+        let ring = c.keyring.unwrap();
+        assert_eq!(ring.active().id(), "k2");
+        assert_eq!(ring.keys().len(), 2);
         e.push(("VAULT_MASTER_KEY", KEY));
         assert!(env(&e).unwrap_err().to_string().contains("not both"));
         let mut e = base();

@@ -6,7 +6,7 @@ use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 
-use crate::config::Config;
+use crate::config::{Config, KeyUse};
 use crate::service::Vault;
 
 /// SDK timeouts: a DynamoDB call never waits long enough to hit the Lambda timeout.
@@ -26,7 +26,16 @@ pub fn dynamodb_retries() -> RetryConfig {
 /// Builds the vault from the environment, or logs one clear line and exits: no request is ever served
 /// with a bad configuration.
 pub async fn vault_from_env() -> Vault {
-    let config = match Config::from_env() {
+    vault_from_env_for(KeyUse::Required).await
+}
+
+/// As [`vault_from_env`], for a function that never touches a value and so never reads the master keys.
+pub async fn vault_without_keys_from_env() -> Vault {
+    vault_from_env_for(KeyUse::None).await
+}
+
+async fn vault_from_env_for(keys: KeyUse) -> Vault {
+    let config = match Config::from_env(keys) {
         Ok(config) => config,
         Err(e) => {
             tracing::error!("refusing to start: {e}");

@@ -111,8 +111,9 @@ impl Vault {
         self.store.put_audit(event.to_item(OffsetDateTime::now_utc(), self.audit_retention_days)).await
     }
 
-    fn is_active(&self, key_id: &str) -> bool {
-        self.keyring.find(key_id).is_some_and(|k| k.id() == self.keyring.active().id())
+    fn is_active(&self, key_id: &str) -> Result<bool, ApiError> {
+        let ring = self.keyring()?;
+        Ok(ring.find(key_id).is_some_and(|k| k.id() == ring.active().id()))
     }
 
     /// Moves every secret's data key to the active master key, organization by organization.
@@ -122,7 +123,7 @@ impl Vault {
     /// resumable: finished organizations are checkpointed, and a rerun skips secrets already current.
     /// Each organization whose data keys the run moved gets a `vault.key.rotated` audit event.
     pub async fn rewrap_all(&self, opts: &RewrapOptions, progress: impl Fn(&str)) -> Result<RewrapReport, ApiError> {
-        let active = self.keyring.active().id().to_owned();
+        let active = self.keyring()?.active().id().to_owned();
         let meta = job_meta("rotate-keys");
         let mut report = RewrapReport { active_key_id: active.clone(), ..RewrapReport::default() };
         let mut after = match self.store.get_checkpoint().await? {
@@ -176,7 +177,7 @@ impl Vault {
             let (page, next) = self.store.org_secret_keys(org_id, start).await?;
             for (owner, name, key_id) in page {
                 report.secrets_seen += 1;
-                if self.is_active(&key_id) {
+                if self.is_active(&key_id)? {
                     report.already_current += 1;
                     continue;
                 }
@@ -207,7 +208,7 @@ impl Vault {
             return Ok(());
         };
         let Some(envelope) = item.envelope else { return Err(ApiError::internal("secret read without its envelope")) };
-        if self.is_active(&envelope.key_id) {
+        if self.is_active(&envelope.key_id)? {
             report.changed_meanwhile += 1;
             return Ok(());
         }

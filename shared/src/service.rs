@@ -187,7 +187,8 @@ pub struct ListPage {
 pub struct Vault {
     pub(crate) store: Store,
     verifier: TokenVerifier,
-    pub(crate) keyring: Keyring,
+    /// `None` in a function that handles no value (the audit reader).
+    keyring: Option<Keyring>,
     /// Derived organization keys by (master key id, organization), with when they were derived.
     org_keys: RwLock<HashMap<(String, String), CachedKey>>,
     pub(crate) audit_retention_days: u32,
@@ -217,6 +218,11 @@ impl Vault {
         })
     }
 
+    /// The master keys, in a function that has them.
+    pub(crate) fn keyring(&self) -> Result<&Keyring, ApiError> {
+        self.keyring.as_ref().ok_or_else(|| ApiError::internal("this function holds no master key"))
+    }
+
     /// Verifies a bearer token (the raw `Authorization` header value).
     pub async fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Principal, ApiError> {
         self.verifier.authenticate(authorization).await
@@ -230,10 +236,10 @@ impl Vault {
         key_id: Option<&str>,
         create: bool,
     ) -> Result<Arc<OrgKey>, ApiError> {
+        let keyring = self.keyring()?;
         let master = match key_id {
-            None => self.keyring.active(),
-            Some(id) => self
-                .keyring
+            None => keyring.active(),
+            Some(id) => keyring
                 .find(id)
                 .ok_or_else(|| ApiError::Integrity(Box::new(IntegrityError::UnknownKeyId(id.to_owned()))))?,
         };

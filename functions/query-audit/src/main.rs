@@ -6,12 +6,12 @@
 use std::convert::Infallible;
 
 use lambda_http::{Error, Request, run, service_fn};
-use token_vault::{Operation, http::handle, lambda::vault_from_env};
+use token_vault::{Operation, http::handle, lambda::vault_without_keys_from_env};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
-    let vault = vault_from_env().await;
+    let vault = vault_without_keys_from_env().await;
     run(service_fn(|req: Request| {
         let vault = &vault;
         async move { Ok::<_, Infallible>(handle(vault, Operation::Audit, req).await) }
