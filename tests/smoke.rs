@@ -60,6 +60,31 @@ async fn the_local_stack_serves_the_api_over_http() {
     let listed = body["secrets"].as_array().unwrap().iter().find(|s| s["name"] == json!(name)).cloned().unwrap();
     assert_eq!(listed["ownership"], "app");
     assert!(listed.get("value").is_none());
+    // Versions, batch reads, rollback and the audit log, through the same router.
+    let (status, headers, body) =
+        call(&http, Method::POST, "/vault/secrets", Some(m2m), Some(json!({"name": name, "value": "sk-two"}))).await;
+    assert_eq!((status, &body["version"], headers["etag"].to_str().unwrap()), (200, &json!(2), "\"2\""));
+    let (status, _, body) =
+        call(&http, Method::GET, &format!("/vault/secrets/{name}?version=1"), Some(m2m), None).await;
+    assert_eq!((status, &body["value"]), (200, &json!("sk-smoke")));
+    let batch = json!({"names": [name, "smoke_absent"]});
+    let (status, _, body) = call(&http, Method::POST, "/vault/secrets/batch-get", Some(m2m), Some(batch)).await;
+    assert_eq!(
+        (status, &body["secrets"][0]["value"], &body["errors"][0]["code"]),
+        (200, &json!("sk-two"), &json!("not_found"))
+    );
+    let rollback = format!("/vault/secrets/{name}/rollback");
+    let (status, _, body) = call(&http, Method::POST, &rollback, Some(m2m), Some(json!({"version": 1}))).await;
+    assert_eq!((status, &body["version"]), (200, &json!(3)));
+    let (status, _, body) = call(&http, Method::GET, &format!("/vault/secrets/{name}/audit"), Some(m2m), None).await;
+    assert_eq!(status, 200, "{body}");
+    let events: Vec<&str> = body["events"].as_array().unwrap().iter().map(|e| e["event"].as_str().unwrap()).collect();
+    assert_eq!(events[0], "vault.secret.rolled_back", "{events:?}");
+    assert!(events.contains(&"vault.secret.created"));
+    let (status, _, body) = call(&http, Method::GET, "/vault/audit?limit=5", Some(user), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["events"].as_array().unwrap().iter().all(|e| e["tokenKind"] == "user"), "{body}");
+
     let (status, _, body) = call(&http, Method::DELETE, &format!("/vault/secrets/{name}"), Some(m2m), None).await;
     assert_eq!((status, &body["action"]), (200, &json!("deleted")));
     let (status, _, body) = call(&http, Method::GET, &format!("/vault/secrets/{name}"), Some(m2m), None).await;

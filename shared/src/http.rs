@@ -337,14 +337,16 @@ fn parse_etag(tag: &str) -> Result<Option<u64>, ApiError> {
         )
     };
     let tag = tag.trim();
-    if tag.starts_with("W/") {
-        return Ok(None);
-    }
+    let (weak, tag) = match tag.strip_prefix("W/") {
+        Some(rest) => (true, rest),
+        None => (false, tag),
+    };
     let inner = tag.strip_prefix('"').and_then(|t| t.strip_suffix('"')).ok_or_else(bad)?;
-    if inner.is_empty() || inner.len() > 20 || !inner.bytes().all(|b| b.is_ascii_digit()) {
+    if inner.is_empty() || inner.len() > 19 || !inner.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad());
     }
-    inner.parse().map(Some).map_err(|_| bad())
+    let version = inner.parse().map_err(|_| bad())?;
+    Ok((!weak).then_some(version))
 }
 
 /// The write precondition of `If-Match` (any write) or `If-None-Match: *` (creates only, when
