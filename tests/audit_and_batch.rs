@@ -86,6 +86,7 @@ async fn batch_get_validates_its_body_and_fails_closed() {
         (json!({"names": "k"}), 400, "invalid_json"),
         (json!({"names": ["k"], "extra": 1}), 400, "invalid_json"),
         (json!({}), 400, "invalid_json"),
+        (json!({"names": ["k"], "clientId": null}), 400, "invalid_json"),
     ] {
         let r = t.send(batch(&tok, body.clone())).await;
         assert_eq!((r.status, r.json["error"]["code"].as_str()), (status, Some(code)), "{body}");
@@ -207,6 +208,18 @@ async fn admins_query_their_organizations_audit_log_newest_first() {
         }
     }
     assert_eq!(paged, names_of(&t.send(audit_query(&adm)).await, "events", "id"));
+
+    // A nextToken taken to another time range resumes inside that range, never errs or strays out.
+    let all = t.send(audit_query(&adm)).await;
+    let first_today = all.json["events"][4]["time"].as_str().unwrap().to_owned();
+    let token = t.send(audit_query(&adm).query("limit", "1")).await.json["nextToken"].as_str().unwrap().to_owned();
+    let r = t.send(audit_query(&adm).query("nextToken", &token).query("to", &first_today)).await;
+    assert_eq!((r.status, names_of(&r, "events", "secret")), (200, vec!["alpha".to_owned(), "old-3".to_owned()]));
+    let r = t.send(audit_query(&adm).query("nextToken", &token).query("from", &rfc3339(now))).await;
+    assert_eq!((r.status, r.json["events"].as_array().map(Vec::len)), (200, Some(0)), "{}", r.body);
+    let r =
+        t.send(audit_query(&adm).query("nextToken", &token).query("to", &rfc3339(now - time::Duration::days(2)))).await;
+    assert_eq!((r.status, &r.json["error"]["code"]), (400, &json!("invalid_next_token")), "a day outside the range");
 
     // The shortcut for one secret.
     let r = t.send(Call::new("GET", "/vault/secrets/beta/audit").token(&adm)).await;

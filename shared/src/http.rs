@@ -327,26 +327,24 @@ fn is_secret_audit_path(req: &Request) -> bool {
     req.path_parameters_ref().and_then(|p| p.first("name")).is_some() || raw_path(req).contains(SECRETS_PATH)
 }
 
-/// Parses an entity tag as this API issues them: `"<version>"`. Weak tags (`W/"3"`) never match, as
-/// `If-Match` compares strongly; they parse to `None`.
-fn parse_etag(tag: &str) -> Result<Option<u64>, ApiError> {
+/// Parses an entity tag as this API issues them, `"<version>"`, or the bare version (clients often
+/// drop the quotes).
+fn parse_etag(tag: &str) -> Result<u64, ApiError> {
     let bad = || {
         ApiError::bad_request(
             "invalid_precondition",
-            "If-Match takes * or entity tags as this API returns them in ETag, such as \"3\".",
+            "If-Match takes * or one entity tag as this API returns it in ETag, such as \"3\".",
         )
     };
     let tag = tag.trim();
-    let (weak, tag) = match tag.strip_prefix("W/") {
-        Some(rest) => (true, rest),
-        None => (false, tag),
+    let inner = match tag.strip_prefix('"') {
+        Some(rest) => rest.strip_suffix('"').ok_or_else(bad)?,
+        None => tag,
     };
-    let inner = tag.strip_prefix('"').and_then(|t| t.strip_suffix('"')).ok_or_else(bad)?;
     if inner.is_empty() || inner.len() > 19 || !inner.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad());
     }
-    let version = inner.parse().map_err(|_| bad())?;
-    Ok((!weak).then_some(version))
+    inner.parse().map_err(|_| bad())
 }
 
 /// The write precondition of `If-Match` (any write) or `If-None-Match: *` (creates only, when
@@ -370,14 +368,7 @@ fn precondition(req: &Request, allow_absent: bool) -> Result<Precondition, ApiEr
             Err(ApiError::bad_request("invalid_precondition", "Send If-Match or If-None-Match, not both."))
         }
         (Some(m), None) if m.trim() == "*" => Ok(Precondition::Any),
-        (Some(m), None) => {
-            let tags: Vec<&str> = m.split(',').collect();
-            if tags.len() > 20 {
-                return Err(ApiError::bad_request("invalid_precondition", "If-Match lists at most 20 entity tags."));
-            }
-            let versions = tags.into_iter().map(parse_etag).collect::<Result<Vec<_>, _>>()?;
-            Ok(Precondition::Versions(versions.into_iter().flatten().collect()))
-        }
+        (Some(m), None) => parse_etag(&m).map(Precondition::Version),
         (None, Some(m)) if allow_absent && m.trim() == "*" => Ok(Precondition::Absent),
         (None, Some(_)) => Err(ApiError::bad_request(
             "invalid_precondition",
@@ -480,11 +471,20 @@ fn allow_query(req: &Request, allowed: &[&str]) -> Result<Query, ApiError> {
 
 const PUT_FIELDS: &str = "name, value, scope, expiresAt, clientId";
 
+/// For an optional field that may be left out but not sent as `null`.
+fn not_null<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct BatchGetBody {
     names: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "not_null")]
     client_id: Option<String>,
 }
 
@@ -492,7 +492,7 @@ struct BatchGetBody {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RollbackBody {
     version: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "not_null")]
     client_id: Option<String>,
 }
 
@@ -582,11 +582,11 @@ fn decode_audit_cursor(token: &str) -> Result<AuditCursor, ApiError> {
 struct PutBody {
     name: String,
     value: SecretString,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "not_null")]
     scope: Option<Vec<String>>,
     #[serde(default)]
     expires_at: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "not_null")]
     client_id: Option<String>,
 }
 

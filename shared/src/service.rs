@@ -57,8 +57,8 @@ pub enum Precondition {
     None,
     /// `If-Match: *` (`Any`): the secret must exist.
     Any,
-    /// `If-Match: "3", ...`: the secret must exist at one of these versions.
-    Versions(Vec<u64>),
+    /// `If-Match: "3"`: the secret must exist at this version.
+    Version(u64),
     /// `If-None-Match: *`: the secret must not exist.
     Absent,
 }
@@ -70,8 +70,8 @@ impl Precondition {
         let holds = match (self, live) {
             (Self::None, _) => true,
             (Self::Any, live) => live.is_some(),
-            (Self::Versions(vs), Some(c)) => vs.contains(&c.version),
-            (Self::Versions(_), None) => false,
+            (Self::Version(v), Some(c)) => c.version == *v,
+            (Self::Version(_), None) => false,
             (Self::Absent, live) => live.is_none(),
         };
         if holds { Ok(()) } else { Err(ApiError::PreconditionFailed) }
@@ -633,6 +633,19 @@ impl Vault {
         for _ in 0..MAX_AUDIT_QUERIES {
             if day < first_day {
                 return Ok(AuditPage { events, next: None });
+            }
+            // A cursor may come from a page of another range: resume inside this one (DynamoDB refuses a
+            // start key outside the key condition).
+            match before.as_deref() {
+                Some(b) if b > highest.as_str() => before = None,
+                Some(b) if b <= lowest.as_str() => {
+                    match day.previous_day() {
+                        Some(previous) => (day, before) = (previous, None),
+                        None => return Ok(AuditPage { events, next: None }),
+                    }
+                    continue;
+                }
+                _ => {}
             }
             let (page, more) = self
                 .store
