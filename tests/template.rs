@@ -2,6 +2,7 @@
 //! checks the template against the shared schema and against what DynamoDB reports after creation.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use aws_sdk_dynamodb::Client;
 use serde_yaml::Value;
 use token_vault::store::schema;
 use vault_tests::*;
@@ -188,4 +189,133 @@ fn functions_get_least_privilege() {
     assert_eq!(statements[0]["Action"].as_sequence().unwrap().len(), 1);
     assert_eq!(statements[0]["Action"][0].as_str(), Some("dynamodb:Query"));
     assert!(format!("{:?}", statements[0]["Resource"]).contains("AuditTable"));
+}
+
+/// The (action, resource) pairs a function's policy allows, resources named as the tests' tables are:
+/// `vault-secrets`, `vault-secrets/index/by-org`, `vault-audit`.
+fn allowed(t: &Value, resource: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for st in t["Resources"][resource]["Properties"]["Policies"][0]["Statement"].as_sequence().unwrap() {
+        let target = format!("{:?}", st["Resource"]);
+        let table = if target.contains("/index/by-org") {
+            format!("{SECRETS_TABLE}/index/by-org")
+        } else if target.contains("SecretsTable") {
+            SECRETS_TABLE.to_owned()
+        } else {
+            assert!(target.contains("AuditTable"), "{target}");
+            AUDIT_TABLE.to_owned()
+        };
+        for action in st["Action"].as_sequence().unwrap() {
+            let action = action.as_str().unwrap().strip_prefix("dynamodb:").unwrap();
+            out.push((action.to_owned(), table.clone()));
+        }
+    }
+    out
+}
+
+/// Drives every function's operations (their success paths and the branches that touch more of the
+/// table: a brand-new organization, versions past the retained five, a user's two candidates, an expired
+/// secret replaced) through a vault that records each DynamoDB request, and checks that every action is
+/// one its function's policy in `template.yaml` allows: a deployment can never fail with AccessDenied on
+/// a path the tests know, and no function holds a permission it does not use. No function ever scans.
+#[tokio::test]
+async fn every_function_calls_dynamodb_only_as_its_policy_allows() {
+    use token_vault::config::KeyUse;
+    use token_vault::operations::RewrapOptions;
+    let tv = TestVault::start().await;
+    let t = template();
+    let app = m2m("org-iam", "client-a");
+    let u1 = user("org-iam", "client-a", "auth0|u1");
+    let soon = (time::OffsetDateTime::now_utc() + time::Duration::seconds(1))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let batch = |tok: &str| {
+        Call::new("POST", "/vault/secrets/batch-get").token(tok).json(&serde_json::json!({"names": ["k", "absent"]}))
+    };
+    let rollback = Call::new("POST", "/vault/secrets/k/rollback").token(&app).json(&serde_json::json!({"version": 5}));
+    let scenarios: Vec<(&str, KeyUse, Vec<Call>)> = vec![
+        (
+            "CreateSecretFunction",
+            KeyUse::Required,
+            // A secret that expires at once, 7 versions of another, and the expired one written again.
+            [put(&app, serde_json::json!({"name": "brief", "value": "v", "expiresAt": soon}))]
+                .into_iter()
+                .chain((1..=7).map(|i| put(&app, serde_json::json!({"name": "k", "value": format!("v{i}")}))))
+                .chain([put(&u1, serde_json::json!({"name": "k", "value": "mine"}))])
+                .chain([put(&app, serde_json::json!({"name": "brief", "value": "again"}))])
+                .collect(),
+        ),
+        (
+            "GetSecretFunction",
+            KeyUse::Required,
+            vec![
+                get(&app, "k"),
+                get(&app, "k").query("version", "4"),
+                get(&u1, "k"),
+                get(&u1, "k").query("version", "1"),
+            ],
+        ),
+        (
+            "ListSecretsFunction",
+            KeyUse::Required,
+            // A refused listing is audited.
+            vec![
+                list(&app),
+                list(&u1),
+                list(&admin("org-iam", "ops")).query("all", "true"),
+                list(&app).query("all", "true"),
+            ],
+        ),
+        ("BatchGetSecretsFunction", KeyUse::Required, vec![batch(&app), batch(&u1)]),
+        ("RollbackSecretFunction", KeyUse::Required, vec![rollback]),
+        (
+            "QueryAuditFunction",
+            KeyUse::None,
+            vec![
+                Call::new("GET", "/vault/audit").token(&admin("org-iam", "ops")),
+                Call::new("GET", "/vault/secrets/k/audit").token(&u1).query("limit", "1"),
+            ],
+        ),
+        ("DeleteSecretFunction", KeyUse::Required, vec![delete(&app, "k"), delete(&u1, "k")]),
+    ];
+    for (resource, keys, calls) in scenarios {
+        let (vault, log) = tv.recorded(keys).await;
+        for call in calls {
+            if resource == "CreateSecretFunction" && call.operation() == token_vault::Operation::Create {
+                // Let the short expiry pass before the secret is written again.
+                tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+            }
+            let r = send_to(&vault, call).await;
+            assert!(r.status < 300 || r.json["error"]["code"] == "forbidden", "{resource}: {} {}", r.status, r.body);
+        }
+        check_calls(&t, resource, &log.take());
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+
+    // The operator jobs, with a ring that makes the rewrap job move every key.
+    let ring = format!("k2:{},k1:{MASTER_KEY}", "9a".repeat(32));
+    let (_, log) = tv.recorded(KeyUse::Required).await;
+    let client = Client::from_conf(tv.client.config().to_builder().interceptor(log.clone()).build());
+    let job =
+        token_vault::Vault::new(config(&[("VAULT_MASTER_KEY", ""), ("VAULT_MASTER_KEYS", &ring)]), client.clone())
+            .await
+            .unwrap();
+    let report = job.rewrap_all(&RewrapOptions::default(), |_| {}).await.unwrap();
+    assert!(report.rewrapped > 0, "{report:?}");
+    check_calls(&t, "RotateKeysFunction", &log.take());
+    job.shred_org("org-iam", "org-iam").await.unwrap();
+    check_calls(&t, "ShredOrgFunction", &log.take());
+}
+
+fn check_calls(t: &Value, resource: &str, used: &[(String, String)]) {
+    assert!(!used.is_empty(), "{resource} made no DynamoDB call");
+    let allowed = allowed(t, resource);
+    for call in used {
+        assert_ne!(call.0, "Scan", "{resource} scans {}", call.1);
+        assert!(allowed.contains(call), "{resource} calls {call:?}, which its policy does not allow: {allowed:?}");
+    }
+    // Least privilege the other way round: every permission granted is one the function used.
+    for grant in &allowed {
+        assert!(used.contains(grant), "{resource} is granted {grant:?} but never used it");
+    }
 }

@@ -381,3 +381,85 @@ pub fn list(token: &str) -> Call {
 pub fn delete(token: &str, name: &str) -> Call {
     Call::new("DELETE", &format!("/vault/secrets/{name}")).token(token)
 }
+
+/// The DynamoDB actions a vault performs, as IAM names them, with the table (or `table/index/name`) each
+/// acts on: recorded from every request the SDK sends, transactions broken into their parts.
+#[derive(Debug, Clone, Default)]
+pub struct CallLog(Arc<Mutex<Vec<(String, String)>>>);
+
+impl CallLog {
+    /// Every (action, resource) recorded so far, in order, then forgets them.
+    pub fn take(&self) -> Vec<(String, String)> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn record(&self, target: &str, body: &Value) {
+        let mut log = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let table = |v: &Value| {
+            let name = v["TableName"].as_str().unwrap_or("?").to_owned();
+            match v["IndexName"].as_str() {
+                Some(index) => format!("{name}/index/{index}"),
+                None => name,
+            }
+        };
+        match target {
+            "TransactWriteItems" => {
+                for item in body["TransactItems"].as_array().into_iter().flatten() {
+                    for (kind, action) in [
+                        ("Put", "PutItem"),
+                        ("Delete", "DeleteItem"),
+                        ("Update", "UpdateItem"),
+                        ("ConditionCheck", "ConditionCheckItem"),
+                    ] {
+                        if item.get(kind).is_some() {
+                            log.push((action.to_owned(), table(&item[kind])));
+                        }
+                    }
+                }
+            }
+            "BatchGetItem" | "BatchWriteItem" => {
+                for name in body["RequestItems"].as_object().into_iter().flatten().map(|(k, _)| k) {
+                    log.push((target.to_owned(), name.clone()));
+                }
+            }
+            _ => log.push((target.to_owned(), table(body))),
+        }
+    }
+}
+
+impl aws_sdk_dynamodb::config::Intercept for CallLog {
+    fn name(&self) -> &'static str {
+        "CallLog"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _components: &aws_sdk_dynamodb::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        let request = context.request();
+        let target = request.headers().get("x-amz-target").and_then(|t| t.rsplit('.').next()).unwrap_or("?");
+        let body = request.body().bytes().and_then(|b| serde_json::from_slice(b).ok()).unwrap_or(Value::Null);
+        self.record(target, &body);
+        Ok(())
+    }
+}
+
+impl TestVault {
+    /// A vault over the same server whose every DynamoDB request is recorded; built as a function that
+    /// needs keys (`KeyUse::Required`) or one that never reads them (the audit reader).
+    pub async fn recorded(&self, keys: token_vault::config::KeyUse) -> (Vault, CallLog) {
+        let log = CallLog::default();
+        let client = Client::from_conf(self.client.config().to_builder().interceptor(log.clone()).build());
+        let env = |k: &str| match k {
+            "VAULT_MASTER_KEY" => Some(MASTER_KEY.to_owned()),
+            "VAULT_JWT_HS256_SECRET" => Some(HS256_SECRET.to_owned()),
+            "VAULT_SECRETS_TABLE" => Some(SECRETS_TABLE.to_owned()),
+            "VAULT_AUDIT_TABLE" => Some(AUDIT_TABLE.to_owned()),
+            _ => None,
+        };
+        let config = Config::from_lookup_for(env, keys).expect("test config is valid");
+        (Vault::new(config, client).await.expect("vault builds"), log)
+    }
+}
