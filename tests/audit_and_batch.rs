@@ -65,6 +65,17 @@ async fn batch_get_returns_what_the_caller_may_read_and_says_why_not_for_the_res
         events.iter().filter(|e| s(e, "event") == "vault.secret.retrieved").all(|e| s(e, "detail") == "batch=true")
     );
 
+    // As few DynamoDB calls as the limits allow: 20 names of a user token (40 candidate items) are one
+    // BatchGetItem, and their audit events one transaction (the organization key is cached by then).
+    let (counted, calls) = t.recorded(token_vault::config::KeyUse::Required).await;
+    let twenty: Vec<String> =
+        ["mine", "shared"].into_iter().map(str::to_owned).chain((0..18).map(|i| format!("n{i}"))).collect();
+    send_to(&counted, batch(&u1, json!({ "names": twenty }))).await;
+    calls.take_requests();
+    let r = send_to(&counted, batch(&u1, json!({ "names": twenty }))).await;
+    assert_eq!(r.json["secrets"].as_array().unwrap().len(), 2);
+    assert_eq!(calls.take_requests(), ["BatchGetItem", "TransactWriteItems"]);
+
     // An admin reads one client's app-level secrets by naming it; others may not name a client.
     let r = t.send(batch(&admin("org1", "ops"), json!({"names": ["shared", "mine"], "clientId": "client-a"}))).await;
     assert_eq!(names_of(&r, "secrets", "value"), ["shared-value"]);

@@ -385,7 +385,7 @@ pub fn delete(token: &str, name: &str) -> Call {
 /// The DynamoDB actions a vault performs, as IAM names them, with the table (or `table/index/name`) each
 /// acts on: recorded from every request the SDK sends, transactions broken into their parts.
 #[derive(Debug, Clone, Default)]
-pub struct CallLog(Arc<Mutex<Vec<(String, String)>>>);
+pub struct CallLog(Arc<Mutex<Vec<(String, String)>>>, Arc<Mutex<Vec<String>>>);
 
 impl CallLog {
     /// Every (action, resource) recorded so far, in order, then forgets them.
@@ -393,7 +393,13 @@ impl CallLog {
         std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
+    /// The requests sent so far (`GetItem`, `TransactWriteItems`, ...), in order, then forgets them.
+    pub fn take_requests(&self) -> Vec<String> {
+        std::mem::take(&mut *self.1.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
     fn record(&self, target: &str, body: &Value) {
+        self.1.lock().unwrap_or_else(|e| e.into_inner()).push(target.to_owned());
         let mut log = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let table = |v: &Value| {
             let name = v["TableName"].as_str().unwrap_or("?").to_owned();
