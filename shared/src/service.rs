@@ -229,8 +229,9 @@ impl Vault {
     }
 
     /// The key of `org_id` under master key `key_id` (the active key when `None`), creating the
-    /// organization's salt on its first write when `create` is set.
-    pub(crate) async fn org_key(
+    /// organization's salt on its first write when `create` is set. Cached per warm container for
+    /// [`ORG_KEY_CACHE_TTL`].
+    pub async fn org_key(
         &self,
         org_id: &str,
         key_id: Option<&str>,
