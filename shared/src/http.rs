@@ -75,7 +75,12 @@ pub async fn handle(vault: &Vault, op: Operation, req: Request) -> Response<Body
     let span =
         tracing::info_span!("request", request_id = %meta.request_id, op = op.name(), org = tracing::field::Empty);
     async move {
-        match dispatch(vault, op, &meta, req).await {
+        // One overall deadline, below the Lambda timeout: a slow DynamoDB ends in a 503 with Retry-After.
+        // Writes are single transactions, so a request cut here has either written everything or nothing.
+        let outcome = tokio::time::timeout(vault.request_timeout(), dispatch(vault, op, &meta, req))
+            .await
+            .unwrap_or_else(|_| Err(ApiError::unavailable("the request deadline passed")));
+        match outcome {
             Ok(resp) => {
                 tracing::info!(status = resp.status().as_u16(), "request completed");
                 resp

@@ -93,6 +93,7 @@ pub struct Vault {
     org_keys: RwLock<HashMap<(String, String), CachedKey>>,
     pub(crate) audit_retention_days: u32,
     audit_timeout: Duration,
+    request_timeout: Duration,
 }
 
 impl std::fmt::Debug for Vault {
@@ -115,7 +116,13 @@ impl Vault {
             org_keys: RwLock::new(HashMap::new()),
             audit_retention_days: config.audit_retention_days,
             audit_timeout: config.audit_timeout,
+            request_timeout: config.request_timeout,
         })
+    }
+
+    /// The overall deadline of one request (`VAULT_REQUEST_TIMEOUT_MS`).
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
     }
 
     /// Verifies a bearer token (the raw `Authorization` header value).

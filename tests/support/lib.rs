@@ -393,6 +393,24 @@ impl TestVault {
     }
 }
 
+/// A DynamoDB client for `endpoint` with the vault's own SDK settings (`token_vault::lambda`), whose
+/// retry quota is its own (`partition`): the SDK's retry token bucket is otherwise shared by every
+/// client of the process, and one fault test draining it would change what another one sees.
+pub async fn isolated_client(endpoint: &str, partition: &str) -> Client {
+    let base = local_client(endpoint).await;
+    let conf = base
+        .config()
+        .to_builder()
+        .retry_partition(aws_sdk_dynamodb::config::retry::RetryPartition::new(partition.to_owned()))
+        .build();
+    Client::from_conf(conf)
+}
+
+/// A vault over `client`, with the test configuration and `overrides`.
+pub async fn vault_over(client: Client, overrides: &[(&str, &str)]) -> Vault {
+    Vault::new(config(overrides), client).await.expect("vault builds")
+}
+
 /// Sends `call` through the real handler of its operation.
 pub async fn send_to(vault: &Vault, call: Call) -> Reply {
     let op = call.operation();
