@@ -115,32 +115,29 @@ async fn serve(mut conn: TcpStream, state: Arc<State>) -> std::io::Result<()> {
     if state.down.load(Ordering::SeqCst) {
         return Ok(());
     }
-    loop {
-        let Some(request) = read_message(&mut conn).await? else { return Ok(()) };
-        state.requests.fetch_add(1, Ordering::SeqCst);
-        if state.down.load(Ordering::SeqCst) {
-            return Ok(());
-        }
-        let injected = *state.fail_all.lock().unwrap();
-        let injected = injected.or_else(|| {
-            let took = state.fail_next.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
-            took.then(|| *state.next_fault.lock().unwrap())
-        });
-        if let Some(fault) = injected {
-            conn.write_all(fault.response().as_bytes()).await?;
-            return Ok(());
-        }
-        let delay = state.delay_ms.load(Ordering::SeqCst);
-        if delay > 0 {
-            tokio::time::sleep(Duration::from_millis(delay)).await;
-        }
-        let mut upstream = TcpStream::connect(state.upstream).await?;
-        upstream.write_all(&with_connection_close(&request)).await?;
-        let mut response = Vec::new();
-        upstream.read_to_end(&mut response).await?;
-        conn.write_all(&with_connection_close(&response)).await?;
+    // One request per connection: every answer carries `connection: close`.
+    let Some(request) = read_message(&mut conn).await? else { return Ok(()) };
+    state.requests.fetch_add(1, Ordering::SeqCst);
+    if state.down.load(Ordering::SeqCst) {
         return Ok(());
     }
+    let injected = *state.fail_all.lock().unwrap();
+    let injected = injected.or_else(|| {
+        let took = state.fail_next.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+        took.then(|| *state.next_fault.lock().unwrap())
+    });
+    if let Some(fault) = injected {
+        return conn.write_all(fault.response().as_bytes()).await;
+    }
+    let delay = state.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let mut upstream = TcpStream::connect(state.upstream).await?;
+    upstream.write_all(&with_connection_close(&request)).await?;
+    let mut response = Vec::new();
+    upstream.read_to_end(&mut response).await?;
+    conn.write_all(&with_connection_close(&response)).await
 }
 
 /// Reads one HTTP/1.1 message (head and a `content-length` body). `None` at a clean end of stream.
