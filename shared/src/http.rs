@@ -155,6 +155,31 @@ async fn dispatch(vault: &Vault, op: Operation, meta: &RequestMeta, req: Request
     }
 }
 
+/// Runs every check of a request that does not need its token or the store: the method, the name in the
+/// path, the query string and the create body. The handlers run the same checks in `dispatch`; this entry
+/// point exists for the fuzz targets (`fuzz/`), which feed it arbitrary requests.
+pub fn validate_request(op: Operation, req: &Request) -> Result<(), ApiError> {
+    if req.method() != op.method() {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    match op {
+        Operation::Create => {
+            allow_query(req, &[])?;
+            parse_put(req).map(|_| ())
+        }
+        Operation::Get | Operation::Delete => {
+            path_name(req)?;
+            allow_query(req, &["clientId"])?.client_id().map(|_| ())
+        }
+        Operation::List => {
+            let query = allow_query(req, &["clientId", "limit", "nextToken", "all"])?;
+            query.client_id()?;
+            query.limit()?;
+            query.get("nextToken").map(decode_cursor).transpose().map(|_| ())
+        }
+    }
+}
+
 fn request_meta(req: &Request) -> RequestMeta {
     let header = |name: header::HeaderName| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let mut meta = RequestMeta { user_agent: header(header::USER_AGENT), ..RequestMeta::default() };

@@ -1,0 +1,46 @@
+//! Request parsing: arbitrary methods, paths, path parameters, query strings, content types and bodies
+//! through `token_vault::http::validate_request`, the checks every handler runs before it needs the
+//! token or the store. It must never panic, and a refusal is always a 4xx, never a 5xx.
+#![no_main]
+
+use lambda_http::aws_lambda_events::query_map::QueryMap;
+use lambda_http::{Body, Request, RequestExt};
+use libfuzzer_sys::arbitrary::{self, Arbitrary};
+use libfuzzer_sys::fuzz_target;
+use std::collections::HashMap;
+use token_vault::Operation;
+
+#[derive(Debug, Arbitrary)]
+struct Input {
+    op: u8,
+    method: u8,
+    name: Option<String>,
+    raw_path: String,
+    query: Vec<(String, String)>,
+    content_type: Option<String>,
+    body: Vec<u8>,
+}
+
+fuzz_target!(|input: Input| {
+    let op = [Operation::Create, Operation::Get, Operation::List, Operation::Delete][input.op as usize % 4];
+    let method = ["POST", "GET", "DELETE", "PUT"][input.method as usize % 4];
+    let mut builder = lambda_http::http::Request::builder().method(method).uri("https://vault.test/vault/secrets");
+    if let Some(ct) = &input.content_type {
+        builder = builder.header("content-type", ct.as_bytes());
+    }
+    let Ok(req) = builder.body(Body::Binary(input.body.clone())) else { return };
+    let req: Request = req;
+    let mut query: HashMap<String, Vec<String>> = HashMap::new();
+    for (k, v) in input.query {
+        query.entry(k).or_default().push(v);
+    }
+    let mut req = req.with_query_string_parameters(QueryMap::from(query));
+    if let Some(name) = input.name {
+        req = req.with_path_parameters(QueryMap::from(HashMap::from([("name".to_owned(), name)])));
+    }
+    let _ = input.raw_path;
+    if let Err(e) = token_vault::http::validate_request(op, &req) {
+        assert!((400..500).contains(&e.status()), "a request problem is a 4xx: {}", e.status());
+        assert!(!e.public_message().is_empty());
+    }
+});
