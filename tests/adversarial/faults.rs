@@ -63,9 +63,17 @@ async fn visible(vault: &Vault, tok: &str, names: &[String]) -> BTreeMap<String,
 }
 
 pub async fn stopped() {
-    let t = TestVault::start().await;
-    let proxy = Proxy::start(&t.endpoint).await;
-    let vault = Arc::new(vault_over(isolated_client(&proxy.endpoint, "stopped").await, &[]).await);
+    capture_logs();
+    // A server of our own over a database we keep, so it can be stopped and started again on its port.
+    let db = vault_dev::Database::memory().unwrap();
+    let server = vault_dev::LocalDynamo::start(db.clone(), ([127, 0, 0, 1], 0).into()).await.unwrap();
+    let addr = server.addr;
+    let endpoint = server.endpoint();
+    let client = isolated_client(&endpoint, "stopped").await;
+    vault_dev::create_tables(&client, SECRETS_TABLE, AUDIT_TABLE).await.unwrap();
+    let vault = Arc::new(vault_over(client.clone(), &[]).await);
+    let mut t =
+        TestVault { dynamo: Some(server), endpoint, client: client.clone(), vault: vault_over(client, &[]).await };
     let tok = m2m("org-stop", "c");
     let names: Vec<String> = (0..8).map(|i| format!("n{i}")).collect();
     let mut seeded = BTreeMap::new();
@@ -85,6 +93,7 @@ pub async fn stopped() {
             let mut value = seeded.get(&name).cloned();
             tokio::spawn(async move {
                 let mut told: Vec<&'static str> = Vec::new();
+                let mut refused = 0;
                 for step in 0..24 {
                     let started = Instant::now();
                     let (call, new_value) = if step % 3 == 1 {
@@ -103,6 +112,7 @@ pub async fn stopped() {
                         (200, false) => told.push("vault.secret.updated"),
                         (503, _) => {
                             assert_eq!(r.headers.get("retry-after").map(String::as_str), Some("1"));
+                            refused += 1;
                             tokio::time::sleep(Duration::from_millis(20)).await;
                             continue;
                         }
@@ -111,25 +121,30 @@ pub async fn stopped() {
                     value = new_value;
                     tokio::time::sleep(Duration::from_millis(15)).await;
                 }
-                (name, value, told)
+                (name, value, told, refused)
             })
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(120)).await;
-    proxy.set_down(true);
+    let stopping = Instant::now();
+    t.dynamo.take().unwrap().stop().await;
+    assert!(stopping.elapsed() < BOUND, "the server stops");
     all_unavailable(&vault, &tok, BOUND, "server stopped").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    proxy.set_down(false);
+    t.dynamo = Some(vault_dev::LocalDynamo::start(db, addr).await.unwrap());
 
     let mut want = BTreeMap::new();
     let mut told_events: Vec<String> = vec!["vault.secret.created".into(); names.len()];
+    let mut refused = 0;
     for w in writers {
-        let (name, value, told) = w.await.unwrap();
+        let (name, value, told, r) = w.await.unwrap();
+        refused += r;
         if let Some(v) = value {
             want.insert(name, v);
         }
         told_events.extend(told.into_iter().map(str::to_owned));
     }
+    assert!(refused > 0, "the server stopped while the writers were writing");
     // Nothing half-written: the store holds exactly what clients were told, and the audit log has
     // exactly one event per acknowledged write.
     assert_eq!(visible(&vault, &tok, &names).await, want);

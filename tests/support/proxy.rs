@@ -1,6 +1,5 @@
 //! A fault-injecting HTTP proxy on loopback, in front of the test's DynamoDB-compatible server: it can
-//! delay responses, answer with DynamoDB errors (throttling, 500s) instead of forwarding, or act as a
-//! stopped server (connections closed at once). It counts the requests it receives, so a test can see
+//! delay responses, or answer with DynamoDB errors (throttling, 500s) instead of forwarding. It counts the requests it receives, so a test can see
 //! how often the SDK retried.
 //!
 //! Every forwarded request is sent upstream with `connection: close` and relayed back with it, so each
@@ -8,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -46,7 +45,6 @@ struct State {
     fail_next: AtomicUsize,
     fail_all: std::sync::Mutex<Option<Fault>>,
     next_fault: std::sync::Mutex<Fault>,
-    down: AtomicBool,
 }
 
 /// A running proxy; it stops with the test's runtime.
@@ -69,7 +67,6 @@ impl Proxy {
             fail_next: AtomicUsize::new(0),
             fail_all: std::sync::Mutex::new(None),
             next_fault: std::sync::Mutex::new(Fault::Throttling),
-            down: AtomicBool::new(false),
         });
         let shared = state.clone();
         tokio::spawn(async move {
@@ -104,23 +101,12 @@ impl Proxy {
     pub fn fail_all(&self, fault: Option<Fault>) {
         *self.state.fail_all.lock().unwrap() = fault;
     }
-
-    /// Acts as a stopped server (`true`): every connection is closed without an answer.
-    pub fn set_down(&self, down: bool) {
-        self.state.down.store(down, Ordering::SeqCst);
-    }
 }
 
 async fn serve(mut conn: TcpStream, state: Arc<State>) -> std::io::Result<()> {
-    if state.down.load(Ordering::SeqCst) {
-        return Ok(());
-    }
     // One request per connection: every answer carries `connection: close`.
     let Some(request) = read_message(&mut conn).await? else { return Ok(()) };
     state.requests.fetch_add(1, Ordering::SeqCst);
-    if state.down.load(Ordering::SeqCst) {
-        return Ok(());
-    }
     let injected = *state.fail_all.lock().unwrap();
     let injected = injected.or_else(|| {
         let took = state.fail_next.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
