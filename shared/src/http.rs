@@ -576,4 +576,58 @@ mod tests {
         let err = serde_json::from_str::<PutBody>(r#"{"name": "n", "value": "v", "extra": 1}"#).err().unwrap();
         assert!(describe_json_error(&err).contains("unknown field `extra`"));
     }
+
+    #[test]
+    fn validate_request_runs_the_handlers_checks() {
+        use std::collections::HashMap;
+        let request = |method: &str, path: &str, name: Option<&str>, query: &[(&str, &str)], ct: &str, body: &str| {
+            let req: Request = lambda_http::http::Request::builder()
+                .method(method)
+                .uri(format!("https://vault.test{path}"))
+                .header("content-type", ct)
+                .body(Body::Text(body.to_owned()))
+                .unwrap();
+            let query: HashMap<String, String> = query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            let req = req.with_query_string_parameters(query);
+            match name {
+                Some(n) => req.with_path_parameters(HashMap::from([("name".to_owned(), n.to_owned())])),
+                None => req,
+            }
+        };
+        let json = "application/json";
+        let code = |op, req: Request| validate_request(op, &req).err().map(|e| e.code());
+        let ok = r#"{"name":"k","value":"v"}"#;
+        assert_eq!(code(Operation::Create, request("POST", "/vault/secrets", None, &[], json, ok)), None);
+        assert_eq!(
+            code(Operation::Create, request("POST", "/vault/secrets", None, &[], "text/plain", ok)),
+            Some("unsupported_media_type")
+        );
+        assert_eq!(
+            code(Operation::Create, request("POST", "/vault/secrets", None, &[], json, "{")),
+            Some("invalid_json")
+        );
+        assert_eq!(
+            code(Operation::Create, request("GET", "/vault/secrets", None, &[], json, ok)),
+            Some("method_not_allowed")
+        );
+        assert_eq!(code(Operation::Get, request("GET", "/vault/secrets/k", Some("k"), &[], json, "")), None);
+        assert_eq!(
+            code(Operation::Get, request("GET", "/vault/secrets/x", Some("a/b"), &[], json, "")),
+            Some("invalid_name")
+        );
+        assert_eq!(
+            code(Operation::Delete, request("DELETE", "/vault/secrets/..", None, &[], json, "")),
+            Some("invalid_name")
+        );
+        assert_eq!(code(Operation::Delete, request("DELETE", "/vault/secrets/k", None, &[], json, "")), None);
+        assert_eq!(
+            code(Operation::List, request("GET", "/vault/secrets", None, &[("limit", "0")], json, "")),
+            Some("invalid_limit")
+        );
+        assert_eq!(
+            code(Operation::List, request("GET", "/vault/secrets", None, &[("nextToken", "!")], json, "")),
+            Some("invalid_next_token")
+        );
+        assert_eq!(code(Operation::List, request("GET", "/vault/secrets", None, &[("limit", "5")], json, "")), None);
+    }
 }
