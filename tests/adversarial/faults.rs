@@ -264,3 +264,32 @@ pub async fn audit_refusing() {
     assert_eq!(t.send(get(&tok, "fresh")).await.status, 404, "the create was not applied");
     leaks::keep(&t).await;
 }
+
+pub async fn audit_denied() {
+    let t = TestVault::start().await;
+    let tok = m2m("org-denied", "c");
+    let original = leaks::value("original");
+    assert_eq!(t.send(put(&tok, json!({"name": "k", "value": original}))).await.status, 201);
+    let proxy = Proxy::start(&t.endpoint).await;
+    let vault = vault_over(isolated_client(&proxy.endpoint, "audit-denied").await, &[]).await;
+    // Every write that touches the audit table is refused as an IAM deny would be: not retryable.
+    proxy.refuse_matching(Some((AUDIT_TABLE, Fault::AccessDenied)));
+    let secrets_before = crate::matrix::secrets_snapshot(&t).await;
+    for (op, call) in every_endpoint(&tok) {
+        let r = send_to(&vault, call).await;
+        if op == "list" {
+            assert_eq!(r.status, 200, "listing writes no audit event: {}", r.body);
+            continue;
+        }
+        assert_eq!((r.status, r.code()), (500, "internal_error"), "{op}: {}", r.body);
+        assert!(!r.body.contains(leaks::VALUE_MARKER), "{op}: no value without its audit event");
+    }
+    let r = send_to(&vault, put(&tok, json!({"name": "fresh", "value": leaks::value("fresh")}))).await;
+    assert_eq!(r.status, 500);
+    proxy.refuse_matching(None);
+    assert_eq!(crate::matrix::secrets_snapshot(&t).await, secrets_before, "no mutation was applied");
+    let r = send_to(&vault, get(&tok, "k")).await;
+    assert_eq!(r.json["value"].as_str(), Some(original.as_str()), "the update and the delete were not applied");
+    assert_eq!(t.audit_events("org-denied").await, ["vault.secret.created", "vault.secret.retrieved"]);
+    leaks::keep(&t).await;
+}

@@ -209,7 +209,8 @@ async fn bench() -> Bench {
 
 type Snapshot = BTreeMap<(String, String), String>;
 
-async fn secrets_snapshot(t: &TestVault) -> Snapshot {
+/// Every item of the secrets table, each attribute by attribute, keyed by (pk, sk).
+pub(crate) async fn secrets_snapshot(t: &TestVault) -> Snapshot {
     t.all_secret_items()
         .await
         .into_iter()
@@ -603,6 +604,36 @@ fn token_cases() -> Vec<(&'static str, Option<String>, Via, &'static str)> {
         ("duplicate iss", bearer(&dup(r#""iss":"https://attacker.invalid/""#)), Via::Hs256, "invalid_token"),
         ("duplicate aud", bearer(&dup(r#""aud":"token-vault""#)), Via::Hs256, "invalid_token"),
         ("duplicate iat", bearer(&dup(&format!(r#""iat":{}"#, now()))), Via::Hs256, "invalid_token"),
+        (
+            "duplicate alg in the header",
+            bearer(&sign_raw(r#"{"alg":"HS256","typ":"JWT","alg":"none"}"#, &payload)),
+            Via::Hs256,
+            "invalid_token",
+        ),
+        (
+            "exp a string",
+            bearer(&signed(|c| {
+                c.insert("exp".into(), json!((now() + 600).to_string()));
+            })),
+            Via::Hs256,
+            "invalid_token",
+        ),
+        (
+            "nbf not a number",
+            bearer(&signed(|c| {
+                c.insert("nbf".into(), json!("later"));
+            })),
+            Via::Hs256,
+            "invalid_token",
+        ),
+        (
+            "client_id a number",
+            bearer(&signed(|c| {
+                c.insert("client_id".into(), json!(7));
+            })),
+            Via::Hs256,
+            "invalid_token",
+        ),
     ]
 }
 

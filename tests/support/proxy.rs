@@ -20,6 +20,8 @@ pub enum Fault {
     Throttling,
     /// 500 `InternalServerError`: a server-side failure the SDK retries.
     ServerError,
+    /// 400 `AccessDeniedException`: a refusal (a missing IAM permission) that retrying cannot fix.
+    AccessDenied,
 }
 
 impl Fault {
@@ -27,6 +29,7 @@ impl Fault {
         let (status, kind) = match self {
             Self::Throttling => ("400 Bad Request", "ThrottlingException"),
             Self::ServerError => ("500 Internal Server Error", "InternalServerError"),
+            Self::AccessDenied => ("400 Bad Request", "AccessDeniedException"),
         };
         let body =
             format!(r#"{{"__type":"com.amazonaws.dynamodb.v20120810#{kind}","message":"injected by the test proxy"}}"#);
@@ -45,6 +48,7 @@ struct State {
     fail_next: AtomicUsize,
     fail_all: std::sync::Mutex<Option<Fault>>,
     next_fault: std::sync::Mutex<Fault>,
+    refuse_matching: std::sync::Mutex<Option<(Vec<u8>, Fault)>>,
 }
 
 /// A running proxy; it stops with the test's runtime.
@@ -67,6 +71,7 @@ impl Proxy {
             fail_next: AtomicUsize::new(0),
             fail_all: std::sync::Mutex::new(None),
             next_fault: std::sync::Mutex::new(Fault::Throttling),
+            refuse_matching: std::sync::Mutex::new(None),
         });
         let shared = state.clone();
         tokio::spawn(async move {
@@ -84,6 +89,12 @@ impl Proxy {
     /// Requests received so far (forwarded or answered with a fault).
     pub fn requests(&self) -> usize {
         self.state.requests.load(Ordering::SeqCst)
+    }
+
+    /// Answers with `fault` every request whose raw bytes contain `needle` (a table name, an operation),
+    /// forwarding the others; `None` forwards everything again.
+    pub fn refuse_matching(&self, rule: Option<(&str, Fault)>) {
+        *self.state.refuse_matching.lock().unwrap() = rule.map(|(n, f)| (n.as_bytes().to_vec(), f));
     }
 
     /// Delays every forwarded response by `delay`.
@@ -107,7 +118,13 @@ async fn serve(mut conn: TcpStream, state: Arc<State>) -> std::io::Result<()> {
     // One request per connection: every answer carries `connection: close`.
     let Some(request) = read_message(&mut conn).await? else { return Ok(()) };
     state.requests.fetch_add(1, Ordering::SeqCst);
-    let injected = *state.fail_all.lock().unwrap();
+    let matched = state
+        .refuse_matching
+        .lock()
+        .unwrap()
+        .as_ref()
+        .and_then(|(needle, fault)| find(&request, needle).map(|_| *fault));
+    let injected = matched.or(*state.fail_all.lock().unwrap());
     let injected = injected.or_else(|| {
         let took = state.fail_next.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
         took.then(|| *state.next_fault.lock().unwrap())
