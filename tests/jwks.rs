@@ -1,42 +1,11 @@
 //! Token verification against an identity provider's JWKS (RS256 and ES256), served over loopback.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use vault_tests::*;
-
-const JWKS: &str = include_str!("fixtures/jwks.json");
-const RSA_KEY: &[u8] = include_bytes!("fixtures/rsa-test-key.pem");
-const RSA_PUB: &[u8] = include_bytes!("fixtures/rsa-test-pub.pem");
-const EC_KEY: &[u8] = include_bytes!("fixtures/ec-test-key.pem");
-
-/// Serves `JWKS` on a free port and counts the fetches.
-async fn serve_jwks() -> (String, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/.well-known/jwks.json", listener.local_addr().unwrap());
-    let hits = Arc::new(AtomicUsize::new(0));
-    let counter = hits.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut conn, _)) = listener.accept().await else { return };
-            counter.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let _ = conn.read(&mut buf).await;
-                let resp = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{JWKS}",
-                    JWKS.len()
-                );
-                let _ = conn.write_all(resp.as_bytes()).await;
-            });
-        }
-    });
-    (url, hits)
-}
 
 fn claims() -> Value {
     vault_dev::m2m_claims(ISSUER, AUDIENCE, "org1", "client-a", "", 600)

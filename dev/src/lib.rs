@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 
-use aws_config::BehaviorVersion;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::{Credentials, Region};
 use aws_sdk_dynamodb::types::{
@@ -63,12 +62,10 @@ impl LocalDynamo {
 
 /// A DynamoDB client for a local endpoint: static dummy credentials, the vault's own timeouts and retries.
 pub async fn local_client(endpoint: &str) -> Client {
-    let sdk = aws_config::defaults(BehaviorVersion::latest())
+    let sdk = token_vault::lambda::sdk_config_loader()
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("local", "local", None, None, "vault-dev"))
         .endpoint_url(endpoint)
-        .timeout_config(token_vault::lambda::dynamodb_timeouts())
-        .retry_config(token_vault::lambda::dynamodb_retries())
         .load()
         .await;
     Client::new(&sdk)

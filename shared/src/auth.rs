@@ -2,7 +2,8 @@
 //!
 //! The accepted algorithm comes from server configuration, never from the token: HS256 with
 //! `VAULT_JWT_HS256_SECRET`, or RS256/ES256 from the identity provider's JWKS (`VAULT_JWKS_URL`), where
-//! each key's type fixes its one algorithm. `exp` is required, `nbf` honoured, with 60 s of leeway.
+//! each key's type fixes its one algorithm. `exp` is required, `nbf` honoured and an `iat` in the future
+//! refused, each with 60 s of leeway.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -68,6 +69,8 @@ impl Principal {
 /// The claims we read (RFC 9068 / Auth0 style). Other claims are ignored; a repeated claim is refused.
 #[derive(Deserialize)]
 struct Claims {
+    /// Issued-at (RFC 7519 NumericDate, which may have a fraction). Optional, but never in the future.
+    iat: Option<f64>,
     org_id: Option<String>,
     client_id: Option<String>,
     azp: Option<String>,
@@ -163,6 +166,7 @@ impl TokenVerifier {
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.audience]);
         let data = decode::<Claims>(token, &key, &validation).map_err(|e| ApiError::invalid_token(describe(&e)))?;
+        check_issued_at(data.claims.iat, time::OffsetDateTime::now_utc().unix_timestamp())?;
         principal_from(data.claims)
     }
 }
@@ -206,6 +210,17 @@ fn describe(e: &jsonwebtoken::errors::Error) -> &'static str {
         },
         K::Json(_) | K::InvalidClaimFormat(_) => "its claims are malformed, repeated or of the wrong type",
         _ => "it is not a well-formed JWT",
+    }
+}
+
+/// A token issued in the future (beyond the clock-skew leeway) is refused: it was minted by a clock or
+/// a key holder that cannot be trusted, and would otherwise outlive its intended lifetime.
+fn check_issued_at(iat: Option<f64>, now: i64) -> Result<(), ApiError> {
+    match iat {
+        Some(iat) if !iat.is_finite() || iat > (now + LEEWAY_SECS as i64) as f64 => {
+            Err(ApiError::invalid_token("it was issued in the future (iat)"))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -453,6 +468,12 @@ mod tests {
                 c.remove("gty");
                 c.remove("sub");
             }),
+            ("iat in the future", |c| {
+                c.insert("iat".into(), json!(now() + 3600));
+            }),
+            ("iat not a number", |c| {
+                c.insert("iat".into(), json!("now"));
+            }),
         ];
         for (name, edit) in cases {
             let err = with(edit).await.unwrap_err();
@@ -466,6 +487,16 @@ mod tests {
             .await
             .is_ok()
         );
+        // An iat within the leeway, in the past, or with a fraction passes.
+        for iat in [json!(now() + 30), json!(now() - 86_400), json!(now() as f64 - 0.5)] {
+            assert!(
+                with(|c| {
+                    c.insert("iat".into(), iat);
+                })
+                .await
+                .is_ok()
+            );
+        }
         // Audience may be an array containing ours.
         assert!(
             with(|c| {

@@ -17,6 +17,9 @@ pub const DEFAULT_AUDIENCE: &str = "token-vault";
 pub const DEFAULT_AUDIT_RETENTION_DAYS: u32 = 365;
 /// How long a retrieval waits for its audit event before failing closed.
 pub const DEFAULT_AUDIT_TIMEOUT: Duration = Duration::from_millis(2_000);
+/// The overall deadline of one request: below the functions' 10 s Lambda timeout (template.yaml), so a
+/// slow DynamoDB gives the caller a 503 with `Retry-After` rather than a Lambda timeout.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_millis(8_000);
 
 /// Where token signing keys come from.
 pub enum JwtKeySource {
@@ -56,6 +59,8 @@ pub struct Config {
     pub jwt: JwtConfig,
     pub audit_retention_days: u32,
     pub audit_timeout: Duration,
+    /// `VAULT_REQUEST_TIMEOUT_MS`: the overall deadline of one request.
+    pub request_timeout: Duration,
 }
 
 /// A configuration problem, named precisely enough to fix from one log line. Never holds a secret.
@@ -151,6 +156,18 @@ impl Config {
             }
         };
 
+        let request_timeout = match get("VAULT_REQUEST_TIMEOUT_MS") {
+            None => DEFAULT_REQUEST_TIMEOUT,
+            Some(v) => {
+                v.parse::<u64>().ok().filter(|ms| (100..=60_000).contains(ms)).map(Duration::from_millis).ok_or_else(
+                    || ConfigError::Invalid {
+                        name: "VAULT_REQUEST_TIMEOUT_MS",
+                        why: "must be milliseconds from 100 to 60000 (keep it below the Lambda timeout)".into(),
+                    },
+                )?
+            }
+        };
+
         Ok(Self {
             secrets_table: require("VAULT_SECRETS_TABLE")?,
             audit_table: require("VAULT_AUDIT_TABLE")?,
@@ -163,6 +180,7 @@ impl Config {
             },
             audit_retention_days,
             audit_timeout,
+            request_timeout,
         })
     }
 
@@ -277,5 +295,20 @@ mod tests {
         let mut e = base();
         e.push(("VAULT_AUDIT_TIMEOUT_MS", "soon"));
         assert!(env(&e).is_err());
+        for bad in ["0", "99", "60001", "fast", "-5"] {
+            let mut e = base();
+            e.push(("VAULT_REQUEST_TIMEOUT_MS", bad));
+            let err = env(&e).unwrap_err().to_string();
+            assert!(err.starts_with("VAULT_REQUEST_TIMEOUT_MS is invalid"), "{err}");
+        }
+    }
+
+    #[test]
+    fn request_deadline_defaults_below_the_lambda_timeout() {
+        assert_eq!(env(&base()).unwrap().request_timeout, DEFAULT_REQUEST_TIMEOUT);
+        assert!(DEFAULT_REQUEST_TIMEOUT < Duration::from_secs(10));
+        let mut e = base();
+        e.push(("VAULT_REQUEST_TIMEOUT_MS", "1500"));
+        assert_eq!(env(&e).unwrap().request_timeout, Duration::from_millis(1500));
     }
 }

@@ -485,4 +485,94 @@ mod tests {
         assert!(!printed.contains("abab"), "{printed}");
         assert!(!printed.contains("171"), "{printed}");
     }
+
+    /// Property tests (proptest): the laws of sealing, over arbitrary values, names, owners,
+    /// organizations and salts. Case counts stay modest so the default test run stays fast.
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn owner() -> impl Strategy<Value = Owner> {
+            prop_oneof![
+                "\\PC{0,24}".prop_map(|client_id| Owner::App { client_id }),
+                "\\PC{0,24}".prop_map(|user_id| Owner::User { user_id }),
+            ]
+        }
+
+        /// Ids from a small alphabet rich in separators and escapes, so near-collisions are common.
+        fn id() -> impl Strategy<Value = String> {
+            prop_oneof!["[#%235a|/:]{0,6}", "\\PC{0,16}"]
+        }
+
+        fn binding_parts() -> impl Strategy<Value = (String, Owner, String)> {
+            (id(), owner(), "[A-Za-z0-9][A-Za-z0-9_.-]{0,40}")
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(48))]
+
+            #[test]
+            fn open_inverts_seal(
+                value in proptest::collection::vec(any::<u8>(), 0..4096),
+                (org, owner, name) in binding_parts(),
+                salt in any::<[u8; SALT_LEN]>(),
+                master_byte in any::<u8>(),
+            ) {
+                let key = master(master_byte).derive_org_key(&org, &salt);
+                let binding = Binding { org_id: &org, owner: &owner, name: &name };
+                let envelope = key.seal(binding, &value).unwrap();
+                let opened = key.open(binding, &envelope).unwrap();
+                prop_assert_eq!(opened.as_slice(), value.as_slice());
+            }
+
+            #[test]
+            fn any_single_byte_change_fails(
+                value in proptest::collection::vec(any::<u8>(), 1..512),
+                (org, owner, name) in binding_parts(),
+                in_wrapped_key in any::<bool>(),
+                at in any::<prop::sample::Index>(),
+                xor in 1u8..=255,
+            ) {
+                let key = master(3).derive_org_key(&org, &[9; SALT_LEN]);
+                let binding = Binding { org_id: &org, owner: &owner, name: &name };
+                let mut envelope = key.seal(binding, &value).unwrap();
+                let bytes = if in_wrapped_key { &mut envelope.wrapped_key } else { &mut envelope.ciphertext };
+                let i = at.index(bytes.len());
+                bytes[i] ^= xor;
+                prop_assert!(key.open(binding, &envelope).is_err());
+            }
+
+            #[test]
+            fn any_binding_change_fails(
+                value in proptest::collection::vec(any::<u8>(), 1..256),
+                sealed_for in binding_parts(),
+                opened_as in binding_parts(),
+            ) {
+                prop_assume!(sealed_for != opened_as);
+                // One organization key for both, so only the associated data differs.
+                let key = master(5).derive_org_key("org", &[1; SALT_LEN]);
+                let (org, owner, name) = &sealed_for;
+                let envelope = key.seal(Binding { org_id: org, owner, name }, &value).unwrap();
+                let (org, owner, name) = &opened_as;
+                let other = Binding { org_id: org, owner, name };
+                prop_assert!(key.open(other, &envelope).is_err());
+            }
+
+            #[test]
+            fn another_organization_or_salt_fails(
+                value in proptest::collection::vec(any::<u8>(), 1..64),
+                (org, owner, name) in binding_parts(),
+                other_org in id(),
+                salt in any::<[u8; SALT_LEN]>(),
+                other_salt in any::<[u8; SALT_LEN]>(),
+            ) {
+                prop_assume!(org != other_org && salt != other_salt);
+                let binding = Binding { org_id: &org, owner: &owner, name: &name };
+                let envelope = master(1).derive_org_key(&org, &salt).seal(binding, &value).unwrap();
+                prop_assert!(master(1).derive_org_key(&other_org, &salt).open(binding, &envelope).is_err());
+                prop_assert!(master(1).derive_org_key(&org, &other_salt).open(binding, &envelope).is_err());
+                prop_assert!(master(2).derive_org_key(&org, &salt).open(binding, &envelope).is_err());
+            }
+        }
+    }
 }

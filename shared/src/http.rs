@@ -88,7 +88,12 @@ pub async fn handle(vault: &Vault, op: Operation, req: Request) -> Response<Body
     let span =
         tracing::info_span!("request", request_id = %meta.request_id, op = op.name(), org = tracing::field::Empty);
     async move {
-        match dispatch(vault, op, &meta, req).await {
+        // One overall deadline, below the Lambda timeout: a slow DynamoDB ends in a 503 with Retry-After.
+        // Writes are single transactions, so a request cut here has either written everything or nothing.
+        let outcome = tokio::time::timeout(vault.request_timeout(), dispatch(vault, op, &meta, req))
+            .await
+            .unwrap_or_else(|_| Err(ApiError::unavailable("the request deadline passed")));
+        match outcome {
             Ok(resp) => {
                 tracing::info!(status = resp.status().as_u16(), "request completed");
                 resp
@@ -119,11 +124,8 @@ async fn dispatch(vault: &Vault, op: Operation, meta: &RequestMeta, req: Request
     let principal = vault.authenticate(first.map(HeaderValue::as_bytes)).await?;
     tracing::Span::current().record("org", principal.org_id.as_str());
 
-    match op {
-        Operation::Create => {
-            allow_query(&req, &[])?;
-            let pre = precondition(&req, true)?;
-            let input = parse_put(&req)?;
+    match parse(op, &req)? {
+        Parsed::Create { input, pre } => {
             let (action, version) = vault.put_secret(meta, &principal, input, &pre).await?;
             let (status, action) = match action {
                 PutAction::Created => (StatusCode::CREATED, "created"),
@@ -134,16 +136,65 @@ async fn dispatch(vault: &Vault, op: Operation, meta: &RequestMeta, req: Request
                 version,
             ))
         }
-        Operation::Get => {
-            let name = path_name(&req, "")?;
-            let query = allow_query(&req, &["clientId", "version"])?;
-            let client_id = query.client_id()?;
-            let version = query.version()?;
+        Parsed::Get { name, client_id, version } => {
             let secret = vault.get_secret(meta, &principal, &name, client_id.as_deref(), version).await?;
             Ok(with_etag(secret_response(&secret), secret.item.version))
         }
+        Parsed::List { target, limit, cursor } => {
+            let page = vault.list_secrets(meta, &principal, target, limit, cursor).await?;
+            Ok(json_response(StatusCode::OK, &list_body(&page)))
+        }
+        Parsed::Delete { name, client_id, pre } => {
+            vault.delete_secret(meta, &principal, &name, client_id.as_deref(), &pre).await?;
+            Ok(json_response(StatusCode::OK, &json!({"success": true, "action": "deleted"})))
+        }
+        Parsed::BatchGet { names, client_id } => {
+            let read = vault.batch_get(meta, &principal, &names, client_id.as_deref()).await?;
+            Ok(batch_response(&read))
+        }
+        Parsed::Rollback { name, version, client_id, pre } => {
+            let version = vault.rollback_secret(meta, &principal, &name, version, client_id.as_deref(), &pre).await?;
+            let body = json!({"success": true, "action": "rolled_back", "version": version});
+            Ok(with_etag(json_response(StatusCode::OK, &body), version))
+        }
+        Parsed::Audit(q) => {
+            let page = vault.query_audit(&principal, *q).await?;
+            let events: Vec<Value> = page.events.iter().map(crate::audit::event_json).collect();
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({"events": events, "nextToken": page.next.as_ref().map(encode_audit_cursor)}),
+            ))
+        }
+    }
+}
+
+/// A request's inputs, validated: everything checked that does not need the token or the store.
+#[derive(Debug)]
+enum Parsed {
+    Create { input: PutSecret, pre: Precondition },
+    Get { name: String, client_id: Option<String>, version: Option<u64> },
+    List { target: ListTarget, limit: usize, cursor: Option<Cursor> },
+    Delete { name: String, client_id: Option<String>, pre: Precondition },
+    BatchGet { names: Vec<String>, client_id: Option<String> },
+    Rollback { name: String, version: u64, client_id: Option<String>, pre: Precondition },
+    Audit(Box<AuditQuery>),
+}
+
+/// Reads and checks the path, query string, precondition headers and body of a request for `op`.
+fn parse(op: Operation, req: &Request) -> Result<Parsed, ApiError> {
+    Ok(match op {
+        Operation::Create => {
+            allow_query(req, &[])?;
+            let pre = precondition(req, true)?;
+            Parsed::Create { input: parse_put(req)?, pre }
+        }
+        Operation::Get => {
+            let name = path_name(req, "")?;
+            let query = allow_query(req, &["clientId", "version"])?;
+            Parsed::Get { name, client_id: query.client_id()?, version: query.version()? }
+        }
         Operation::List => {
-            let query = allow_query(&req, &["clientId", "limit", "nextToken", "all"])?;
+            let query = allow_query(req, &["clientId", "limit", "nextToken", "all"])?;
             let target = match (query.client_id()?, query.get("all")) {
                 (None, None) => ListTarget::Own,
                 (Some(client), None) => ListTarget::Client(client),
@@ -153,61 +204,56 @@ async fn dispatch(vault: &Vault, op: Operation, meta: &RequestMeta, req: Request
                     return Err(ApiError::bad_request("invalid_query", "Give either clientId or all=true, not both."));
                 }
             };
-            let limit = query.limit()?;
             let cursor = query.get("nextToken").map(decode_cursor).transpose()?;
-            let page = vault.list_secrets(meta, &principal, target, limit, cursor).await?;
-            Ok(json_response(StatusCode::OK, &list_body(&page)))
+            Parsed::List { target, limit: query.limit()?, cursor }
         }
         Operation::Delete => {
-            let name = path_name(&req, "")?;
-            let query = allow_query(&req, &["clientId"])?;
-            let pre = precondition(&req, false)?;
-            let client_id = query.client_id()?;
-            vault.delete_secret(meta, &principal, &name, client_id.as_deref(), &pre).await?;
-            Ok(json_response(StatusCode::OK, &json!({"success": true, "action": "deleted"})))
+            let name = path_name(req, "")?;
+            let query = allow_query(req, &["clientId"])?;
+            let pre = precondition(req, false)?;
+            Parsed::Delete { name, client_id: query.client_id()?, pre }
         }
         Operation::BatchGet => {
-            allow_query(&req, &[])?;
-            let body: BatchGetBody = json_body(&req, "names, clientId")?;
+            allow_query(req, &[])?;
+            let body: BatchGetBody = json_body(req, "names, clientId")?;
             if let Some(c) = &body.client_id {
                 validate_client_id(c)?;
             }
-            let names = validate_batch_names(body.names)?;
-            let read = vault.batch_get(meta, &principal, &names, body.client_id.as_deref()).await?;
-            Ok(batch_response(&read))
+            Parsed::BatchGet { names: validate_batch_names(body.names)?, client_id: body.client_id }
         }
         Operation::Rollback => {
-            let name = path_name(&req, ROLLBACK_SUFFIX)?;
-            allow_query(&req, &[])?;
-            let pre = precondition(&req, false)?;
-            let body: RollbackBody = json_body(&req, "version, clientId")?;
+            let name = path_name(req, ROLLBACK_SUFFIX)?;
+            allow_query(req, &[])?;
+            let pre = precondition(req, false)?;
+            let body: RollbackBody = json_body(req, "version, clientId")?;
             if let Some(c) = &body.client_id {
                 validate_client_id(c)?;
             }
             if body.version == 0 {
                 return Err(ApiError::bad_request("invalid_version", "version must be a whole number from 1."));
             }
-            let version =
-                vault.rollback_secret(meta, &principal, &name, body.version, body.client_id.as_deref(), &pre).await?;
-            let body = json!({"success": true, "action": "rolled_back", "version": version});
-            Ok(with_etag(json_response(StatusCode::OK, &body), version))
+            Parsed::Rollback { name, version: body.version, client_id: body.client_id, pre }
         }
         Operation::Audit => {
-            let secret = if is_secret_audit_path(&req) { Some(path_name(&req, AUDIT_SUFFIX)?) } else { None };
+            let secret = if is_secret_audit_path(req) { Some(path_name(req, AUDIT_SUFFIX)?) } else { None };
             let mut allowed = vec!["from", "to", "event", "clientId", "userId", "limit", "nextToken"];
             if secret.is_none() {
                 allowed.push("secret");
             }
-            let query = allow_query(&req, &allowed)?;
-            let q = audit_query(&query, secret, OffsetDateTime::now_utc())?;
-            let page = vault.query_audit(&principal, q).await?;
-            let events: Vec<Value> = page.events.iter().map(crate::audit::event_json).collect();
-            Ok(json_response(
-                StatusCode::OK,
-                &json!({"events": events, "nextToken": page.next.as_ref().map(encode_audit_cursor)}),
-            ))
+            let query = allow_query(req, &allowed)?;
+            Parsed::Audit(Box::new(audit_query(&query, secret, OffsetDateTime::now_utc())?))
         }
+    })
+}
+
+/// Runs every check of a request that does not need its token or the store: the method, then exactly
+/// what the handler checks before it calls the service (`parse`). For the fuzz targets (`fuzz/`), which
+/// feed it arbitrary requests.
+pub fn validate_request(op: Operation, req: &Request) -> Result<(), ApiError> {
+    if req.method() != op.method() {
+        return Err(ApiError::MethodNotAllowed);
     }
+    parse(op, req).map(|_| ())
 }
 
 fn request_meta(req: &Request) -> RequestMeta {
@@ -864,5 +910,59 @@ mod tests {
         assert!(describe_json_error(&err, PUT_FIELDS).contains("duplicate field `name`"));
         let err = serde_json::from_str::<PutBody>(r#"{"name": "n", "value": "v", "extra": 1}"#).err().unwrap();
         assert!(describe_json_error(&err, PUT_FIELDS).contains("unknown field `extra`"));
+    }
+
+    #[test]
+    fn validate_request_runs_the_handlers_checks() {
+        use std::collections::HashMap;
+        let request = |method: &str, path: &str, name: Option<&str>, query: &[(&str, &str)], ct: &str, body: &str| {
+            let req: Request = lambda_http::http::Request::builder()
+                .method(method)
+                .uri(format!("https://vault.test{path}"))
+                .header("content-type", ct)
+                .body(Body::Text(body.to_owned()))
+                .unwrap();
+            let query: HashMap<String, String> = query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            let req = req.with_query_string_parameters(query);
+            match name {
+                Some(n) => req.with_path_parameters(HashMap::from([("name".to_owned(), n.to_owned())])),
+                None => req,
+            }
+        };
+        let json = "application/json";
+        let code = |op, req: Request| validate_request(op, &req).err().map(|e| e.code());
+        let ok = r#"{"name":"k","value":"v"}"#;
+        assert_eq!(code(Operation::Create, request("POST", "/vault/secrets", None, &[], json, ok)), None);
+        assert_eq!(
+            code(Operation::Create, request("POST", "/vault/secrets", None, &[], "text/plain", ok)),
+            Some("unsupported_media_type")
+        );
+        assert_eq!(
+            code(Operation::Create, request("POST", "/vault/secrets", None, &[], json, "{")),
+            Some("invalid_json")
+        );
+        assert_eq!(
+            code(Operation::Create, request("GET", "/vault/secrets", None, &[], json, ok)),
+            Some("method_not_allowed")
+        );
+        assert_eq!(code(Operation::Get, request("GET", "/vault/secrets/k", Some("k"), &[], json, "")), None);
+        assert_eq!(
+            code(Operation::Get, request("GET", "/vault/secrets/x", Some("a/b"), &[], json, "")),
+            Some("invalid_name")
+        );
+        assert_eq!(
+            code(Operation::Delete, request("DELETE", "/vault/secrets/..", None, &[], json, "")),
+            Some("invalid_name")
+        );
+        assert_eq!(code(Operation::Delete, request("DELETE", "/vault/secrets/k", None, &[], json, "")), None);
+        assert_eq!(
+            code(Operation::List, request("GET", "/vault/secrets", None, &[("limit", "0")], json, "")),
+            Some("invalid_limit")
+        );
+        assert_eq!(
+            code(Operation::List, request("GET", "/vault/secrets", None, &[("nextToken", "!")], json, "")),
+            Some("invalid_next_token")
+        );
+        assert_eq!(code(Operation::List, request("GET", "/vault/secrets", None, &[("limit", "5")], json, "")), None);
     }
 }

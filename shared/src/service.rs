@@ -193,6 +193,7 @@ pub struct Vault {
     org_keys: RwLock<HashMap<(String, String), CachedKey>>,
     pub(crate) audit_retention_days: u32,
     audit_timeout: Duration,
+    request_timeout: Duration,
 }
 
 impl std::fmt::Debug for Vault {
@@ -215,12 +216,18 @@ impl Vault {
             org_keys: RwLock::new(HashMap::new()),
             audit_retention_days: config.audit_retention_days,
             audit_timeout: config.audit_timeout,
+            request_timeout: config.request_timeout,
         })
     }
 
     /// The master keys, in a function that has them.
     pub(crate) fn keyring(&self) -> Result<&Keyring, ApiError> {
         self.keyring.as_ref().ok_or_else(|| ApiError::internal("this function holds no master key"))
+    }
+
+    /// The overall deadline of one request (`VAULT_REQUEST_TIMEOUT_MS`).
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
     }
 
     /// Verifies a bearer token (the raw `Authorization` header value).
@@ -231,12 +238,7 @@ impl Vault {
     /// The key of `org_id` under master key `key_id` (the active key when `None`), creating the
     /// organization's salt on its first write when `create` is set. Cached per warm container for
     /// [`ORG_KEY_CACHE_TTL`].
-    pub async fn org_key(
-        &self,
-        org_id: &str,
-        key_id: Option<&str>,
-        create: bool,
-    ) -> Result<Arc<OrgKey>, ApiError> {
+    pub async fn org_key(&self, org_id: &str, key_id: Option<&str>, create: bool) -> Result<Arc<OrgKey>, ApiError> {
         let keyring = self.keyring()?;
         let master = match key_id {
             None => keyring.active(),

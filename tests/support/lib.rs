@@ -5,6 +5,8 @@
 //! Test support fails loudly: a setup step that cannot complete panics with what went wrong.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod proxy;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -23,6 +25,48 @@ pub const SECRETS_TABLE: &str = "vault-secrets";
 pub const AUDIT_TABLE: &str = "vault-audit";
 
 pub type Item = HashMap<String, AttributeValue>;
+
+/// The JWKS a test identity provider serves (`serve_jwks`), and the keys behind it (test-only keys).
+pub const JWKS: &str = include_str!("../fixtures/jwks.json");
+pub const RSA_KEY: &[u8] = include_bytes!("../fixtures/rsa-test-key.pem");
+pub const RSA_PUB: &[u8] = include_bytes!("../fixtures/rsa-test-pub.pem");
+pub const EC_KEY: &[u8] = include_bytes!("../fixtures/ec-test-key.pem");
+
+/// Serves `JWKS` on a free loopback port; returns its URL and a count of the fetches.
+pub async fn serve_jwks() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/.well-known/jwks.json", listener.local_addr().unwrap());
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else { return };
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let _ = conn.read(&mut buf).await;
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{JWKS}",
+                    JWKS.len()
+                );
+                let _ = conn.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    (url, hits)
+}
+
+/// Every response body the vault sent during this test binary (for the leak checks).
+pub fn recorded_bodies() -> Vec<String> {
+    body_buffer().lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+fn body_buffer() -> &'static Mutex<Vec<String>> {
+    static BUF: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
+    BUF.get_or_init(|| Mutex::new(Vec::new()))
+}
 
 /// Every log line the vault wrote during this test binary, as one string.
 pub fn logs() -> String {
@@ -105,11 +149,24 @@ pub struct Call {
     pub body: Option<String>,
     /// Whether API Gateway filled `pathParameters` (a function-URL style call does not).
     pub path_params: bool,
+    /// The decoded `name` path parameter, when it differs from the raw path (API Gateway decodes `%XX`).
+    pub path_param: Option<String>,
+    /// Whether `body` is base64 (API Gateway's encoding of a body that is not UTF-8).
+    pub base64: bool,
 }
 
 impl Call {
     pub fn new(method: &'static str, path: &str) -> Self {
-        Self { method, path: path.into(), query: vec![], headers: vec![], body: None, path_params: true }
+        Self {
+            method,
+            path: path.into(),
+            query: vec![],
+            headers: vec![],
+            body: None,
+            path_params: true,
+            path_param: None,
+            base64: false,
+        }
     }
     pub fn token(mut self, token: &str) -> Self {
         self.headers.push(("authorization".into(), format!("Bearer {token}")));
@@ -130,6 +187,17 @@ impl Call {
     }
     pub fn raw_body(mut self, body: &str) -> Self {
         self.body = Some(body.into());
+        self
+    }
+    /// A body of raw bytes, sent base64-encoded as API Gateway does for a body that is not UTF-8.
+    pub fn binary_body(mut self, body: &[u8]) -> Self {
+        self.body = Some(base64::Engine::encode(&base64::engine::general_purpose::STANDARD, body));
+        self.base64 = true;
+        self
+    }
+    /// The `name` path parameter as API Gateway decoded it from the path.
+    pub fn path_param(mut self, name: &str) -> Self {
+        self.path_param = Some(name.into());
         self
     }
     pub fn without_path_params(mut self) -> Self {
@@ -184,7 +252,9 @@ impl Call {
             };
             query.insert(k.clone(), json!(joined));
         }
-        let raw_query: Vec<String> = self.query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        // API Gateway's rawQueryString is percent-encoded; queryStringParameters are decoded.
+        let raw_query: Vec<String> =
+            self.query.iter().map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v))).collect();
         let mut event = json!({
             "version": "2.0",
             "routeKey": format!("{} {route}", self.method),
@@ -204,13 +274,23 @@ impl Call {
             event["queryStringParameters"] = Value::Object(query);
         }
         if let Some(name) = name.filter(|_| self.path_params) {
-            event["pathParameters"] = json!({"name": name});
+            event["pathParameters"] = json!({"name": self.path_param.as_deref().unwrap_or(&name)});
         }
         if let Some(body) = &self.body {
             event["body"] = json!(body);
+            event["isBase64Encoded"] = json!(self.base64);
         }
         event
     }
+}
+
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn rand_id() -> u64 {
@@ -288,12 +368,25 @@ impl TestVault {
 
     /// Every item of the secrets table, read directly (test inspection only).
     pub async fn all_secret_items(&self) -> Vec<Item> {
-        self.client.scan().table_name(SECRETS_TABLE).send().await.expect("scan").items.unwrap_or_default()
+        self.scan_all(SECRETS_TABLE).await
     }
 
     /// Every item of the audit table, read directly (test inspection only).
     pub async fn all_audit_items(&self) -> Vec<Item> {
-        self.client.scan().table_name(AUDIT_TABLE).send().await.expect("scan").items.unwrap_or_default()
+        self.scan_all(AUDIT_TABLE).await
+    }
+
+    async fn scan_all(&self, table: &str) -> Vec<Item> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self.client.scan().table_name(table).set_exclusive_start_key(start).send().await.expect("scan");
+            out.extend(page.items.unwrap_or_default());
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return out;
+            }
+        }
     }
 
     pub async fn secret_item(&self, pk: &str, name: &str) -> Option<Item> {
@@ -313,6 +406,24 @@ impl TestVault {
     }
 }
 
+/// A DynamoDB client for `endpoint` with the vault's own SDK settings (`token_vault::lambda`), whose
+/// retry quota is its own (`partition`): the SDK's retry token bucket is otherwise shared by every
+/// client of the process, and one fault test draining it would change what another one sees.
+pub async fn isolated_client(endpoint: &str, partition: &str) -> Client {
+    let base = local_client(endpoint).await;
+    let conf = base
+        .config()
+        .to_builder()
+        .retry_partition(aws_sdk_dynamodb::config::retry::RetryPartition::new(partition.to_owned()))
+        .build();
+    Client::from_conf(conf)
+}
+
+/// A vault over `client`, with the test configuration and `overrides`.
+pub async fn vault_over(client: Client, overrides: &[(&str, &str)]) -> Vault {
+    Vault::new(config(overrides), client).await.expect("vault builds")
+}
+
 /// Sends `call` through the real handler of its operation.
 pub async fn send_to(vault: &Vault, call: Call) -> Reply {
     let op = call.operation();
@@ -327,6 +438,7 @@ pub async fn send_to(vault: &Vault, call: Call) -> Reply {
         _ => String::new(),
     };
     let json = serde_json::from_str(&body).unwrap_or(Value::Null);
+    body_buffer().lock().unwrap_or_else(|e| e.into_inner()).push(body.clone());
     Reply { status, headers, body, json }
 }
 
@@ -335,7 +447,23 @@ pub fn s(item: &Item, key: &str) -> String {
 }
 
 fn sign(claims: &Value) -> String {
-    vault_dev::sign_hs256(HS256_SECRET.as_bytes(), claims).expect("token signs")
+    record_token(vault_dev::sign_hs256(HS256_SECRET.as_bytes(), claims).expect("token signs"))
+}
+
+/// Remembers a bearer token this binary used (for the leak checks) and returns it.
+pub fn record_token(token: String) -> String {
+    token_buffer().lock().unwrap_or_else(|e| e.into_inner()).push(token.clone());
+    token
+}
+
+/// Every token made through this crate (or passed to [`record_token`]) in this test binary.
+pub fn issued_tokens() -> Vec<String> {
+    token_buffer().lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+fn token_buffer() -> &'static Mutex<Vec<String>> {
+    static BUF: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
+    BUF.get_or_init(|| Mutex::new(Vec::new()))
 }
 
 /// A machine-to-machine token.
@@ -359,6 +487,15 @@ pub fn user_scoped(org: &str, client: &str, user_id: &str, scope: &str) -> Strin
 /// An organization admin's M2M token.
 pub fn admin(org: &str, client: &str) -> String {
     m2m_scoped(org, client, "vault:admin")
+}
+
+/// Signs a raw header and payload (JSON text, sent as is: duplicate members survive) with the test secret.
+pub fn sign_raw(header_json: &str, payload_json: &str) -> String {
+    let b64 = |t: &str| base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, t);
+    let input = format!("{}.{}", b64(header_json), b64(payload_json));
+    let key = jsonwebtoken::EncodingKey::from_secret(HS256_SECRET.as_bytes()).expect("key");
+    let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &key, jsonwebtoken::Algorithm::HS256).expect("signs");
+    record_token(format!("{input}.{sig}"))
 }
 
 /// Signs arbitrary claims with the test secret.

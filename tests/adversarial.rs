@@ -1,0 +1,133 @@
+//! The vault under attack, faults and load (issue 3), through the real handlers against a real
+//! DynamoDB-compatible server (dynoxide over HTTP):
+//!
+//! - `matrix`: the table-driven adversarial matrix (tokens, isolation, input, crypto);
+//! - `faults`: DynamoDB unreachable, stopped, slow, throttled or failing;
+//! - `concurrency`: racing writers and a mixed load whose results must agree with the store and audit log;
+//! - `leaks`: after every suite, no captured log line, error body or audit record holds a secret value,
+//!   key or token used anywhere in this binary.
+//!
+//! The leak check must see everything the other suites produced, so this binary has its own small runner
+//! (`harness = false`): it runs the suites concurrently, then the leak check, and reports like libtest.
+//! `cargo test --test adversarial -- NAME` runs the suites whose name contains NAME (and the leak check).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "adversarial/concurrency.rs"]
+mod concurrency;
+#[path = "adversarial/faults.rs"]
+mod faults;
+#[path = "adversarial/leaks.rs"]
+mod leaks;
+#[path = "adversarial/matrix.rs"]
+mod matrix;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::process::ExitCode;
+use std::time::Instant;
+
+type SuiteFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Every suite of this binary, by name. The leak check runs after them.
+fn suites() -> Vec<(&'static str, SuiteFuture)> {
+    vec![
+        ("matrix::tokens", Box::pin(matrix::tokens())),
+        ("matrix::isolation", Box::pin(matrix::isolation())),
+        ("matrix::input", Box::pin(matrix::input())),
+        ("matrix::crypto", Box::pin(matrix::crypto())),
+        ("faults::stopped_dynamodb_is_a_prompt_503_and_nothing_is_half_written", Box::pin(faults::stopped())),
+        ("faults::unreachable_dynamodb_is_a_prompt_503_on_every_endpoint", Box::pin(faults::unreachable())),
+        ("faults::slow_dynamodb_is_cut_by_the_request_deadline", Box::pin(faults::slow())),
+        ("faults::a_transient_failure_is_retried", Box::pin(faults::transient())),
+        ("faults::a_persistent_failure_surfaces_as_503", Box::pin(faults::persistent())),
+        ("faults::a_missing_audit_table_blocks_mutations_and_values", Box::pin(faults::audit_refusing())),
+        ("faults::an_audit_table_refusing_writes_blocks_mutations_and_values", Box::pin(faults::audit_denied())),
+        ("concurrency::upserts_of_one_name", Box::pin(concurrency::upserts_of_one_name())),
+        ("concurrency::update_and_delete_of_one_name", Box::pin(concurrency::update_and_delete())),
+        ("concurrency::first_writes_of_a_new_organization", Box::pin(concurrency::first_writes_of_new_org())),
+        ("concurrency::mixed_load_agrees_with_store_and_audit", Box::pin(concurrency::mixed_load())),
+    ]
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let all = suites();
+    if args.iter().any(|a| a == "--list") {
+        for (name, _) in &all {
+            println!("{name}: test");
+        }
+        println!("leaks::nothing_secret_in_logs_bodies_or_audit: test");
+        return ExitCode::SUCCESS;
+    }
+    if args.iter().any(|a| a == "--ignored") {
+        println!("test result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s");
+        return ExitCode::SUCCESS;
+    }
+    // libtest's arguments: names to filter on; `--skip NAME`; options with a value are passed over.
+    let (mut filters, mut skips) = (Vec::new(), Vec::new());
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--skip" => skips.extend(rest.next()),
+            "--test-threads" | "--format" | "--color" | "--logfile" | "--shuffle-seed" | "-Z" => {
+                rest.next();
+            }
+            a if a.starts_with('-') => {}
+            a => filters.push(a.to_owned()),
+        }
+    }
+    let wanted = |name: &str| {
+        (filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
+            && !skips.iter().any(|s| name.contains(s.as_str()))
+    };
+    let (selected, skipped): (Vec<_>, Vec<_>) = all.into_iter().partition(|(name, _)| wanted(name));
+    let started = Instant::now();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    // The leak check looks at what the suites produced: it runs whenever any suite ran.
+    let check_leaks = !selected.is_empty();
+    println!("\nrunning {} tests", selected.len() + usize::from(check_leaks));
+    let (mut passed, mut failed) = (0, Vec::new());
+    runtime.block_on(async {
+        let running: Vec<_> = selected.into_iter().map(|(name, suite)| (name, tokio::spawn(suite))).collect();
+        for (name, handle) in running {
+            match handle.await {
+                Ok(()) => {
+                    println!("test {name} ... ok");
+                    passed += 1;
+                }
+                Err(_) => {
+                    println!("test {name} ... FAILED");
+                    failed.push(name);
+                }
+            }
+        }
+        if !check_leaks {
+            return;
+        }
+        match tokio::spawn(leaks::nothing_secret_in_logs_bodies_or_audit()).await {
+            Ok(()) => {
+                println!("test leaks::nothing_secret_in_logs_bodies_or_audit ... ok");
+                passed += 1;
+            }
+            Err(_) => {
+                println!("test leaks::nothing_secret_in_logs_bodies_or_audit ... FAILED");
+                failed.push("leaks::nothing_secret_in_logs_bodies_or_audit");
+            }
+        }
+    });
+    runtime.shutdown_background();
+    if !failed.is_empty() {
+        println!("\nfailures:");
+        for name in &failed {
+            println!("    {name}");
+        }
+    }
+    println!(
+        "\ntest result: {}. {passed} passed; {} failed; 0 ignored; 0 measured; {} filtered out; finished in {:.2}s\n",
+        if failed.is_empty() { "ok" } else { "FAILED" },
+        failed.len(),
+        skipped.len() + usize::from(!check_leaks),
+        started.elapsed().as_secs_f64()
+    );
+    if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
