@@ -17,8 +17,10 @@ use crate::error::ApiError;
 use crate::policy::{self, Owner};
 use crate::store::{AuditFilter, Expect, Mutation, SecretItem, Store};
 
-/// How long a write keeps retrying when other writers keep changing the same secret first.
-const CONTENTION_BUDGET: Duration = Duration::from_secs(5);
+/// Longest pause between two attempts of a write that lost a race. Attempts wait a random time up to a
+/// window that doubles to this (full jitter), so many writers of one secret spread out instead of
+/// colliding round after round.
+const MAX_CONTENTION_BACKOFF: Duration = Duration::from_millis(250);
 /// Versions of a secret kept readable: the current one and the four before it (KV v2's `max_versions`).
 pub const RETAINED_VERSIONS: u64 = 5;
 /// Most names in one batch read (as AWS Secrets Manager's `BatchGetSecretValue`).
@@ -88,15 +90,16 @@ fn retained(version: u64) -> Vec<u64> {
     (version.saturating_sub(RETAINED_VERSIONS - 1).max(1)..version).collect()
 }
 
-/// Backoff for a write that lost a race: full jitter, bounded in total by [`CONTENTION_BUDGET`].
+/// Backoff for a write that lost a race: full jitter, for as long as the request's own deadline allows
+/// (`VAULT_REQUEST_TIMEOUT_MS`; the handler answers 503 past it).
 struct Contention {
     deadline: std::time::Instant,
     backoff: Duration,
 }
 
 impl Contention {
-    fn new() -> Self {
-        Self { deadline: std::time::Instant::now() + CONTENTION_BUDGET, backoff: Duration::from_millis(4) }
+    fn new(budget: Duration) -> Self {
+        Self { deadline: std::time::Instant::now() + budget, backoff: Duration::from_millis(4) }
     }
 
     async fn pause(&mut self) -> Result<(), ApiError> {
@@ -105,7 +108,7 @@ impl Contention {
         }
         let max = u64::try_from(self.backoff.as_micros()).unwrap_or(u64::MAX);
         tokio::time::sleep(Duration::from_micros(rand::random::<u64>() % max.max(1))).await;
-        self.backoff = (self.backoff * 2).min(Duration::from_millis(100));
+        self.backoff = (self.backoff * 2).min(MAX_CONTENTION_BACKOFF);
         Ok(())
     }
 }
@@ -358,7 +361,7 @@ impl Vault {
             version: current.map_or(1, |c| c.version + 1),
             envelope: Some(envelope),
         };
-        let mut retry = Contention::new();
+        let mut retry = Contention::new(self.request_timeout);
         loop {
             let now = OffsetDateTime::now_utc();
             let ts = now.unix_timestamp();
@@ -555,7 +558,7 @@ impl Vault {
     ) -> Result<u64, ApiError> {
         let owner = self.allowed(policy::mutation_owner(p, client_id), p, meta, name).await?;
         let binding = Binding { org_id: &p.org_id, owner: &owner, name };
-        let mut retry = Contention::new();
+        let mut retry = Contention::new(self.request_timeout);
         loop {
             let now = OffsetDateTime::now_utc();
             let ts = now.unix_timestamp();
@@ -601,7 +604,7 @@ impl Vault {
         pre: &Precondition,
     ) -> Result<(), ApiError> {
         let owner = self.allowed(policy::mutation_owner(p, client_id), p, meta, name).await?;
-        let mut retry = Contention::new();
+        let mut retry = Contention::new(self.request_timeout);
         loop {
             let now = OffsetDateTime::now_utc();
             let ts = now.unix_timestamp();

@@ -56,6 +56,7 @@ pub async fn upserts_of_one_name() {
     let r = t.send(get(&tok, "hot")).await;
     let final_value = r.json["value"].as_str().unwrap();
     assert!(values.iter().any(|v| v == final_value), "the final value is one of those written");
+    assert_eq!(r.json["version"], 50, "one version per write: none lost, none doubled");
     let created_at = r.json["createdAt"].as_str().unwrap().to_owned();
     for reader in readers {
         let seen = reader.await.unwrap();
