@@ -158,6 +158,13 @@ test("a token without vault:admin is refused with a clear message", async () => 
 });
 
 test("the page works on a narrow screen and from the keyboard", async () => {
+  // Ids as long as the API allows must not widen the page (a 256-character client id, a 128-character name).
+  const long = await fetch(`${BASE}/vault/secrets`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${tokens.ADMIN_TOKEN}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ name: "n".repeat(128), value: "v", clientId: "c".repeat(256) }),
+  });
+  assert.ok(long.status === 201 || long.status === 200, `seeding a long client id: ${long.status}`);
   const { page, problems } = await openPortal({ width: 390, height: 844 });
   await page.getByLabel("Bearer token").focus();
   await page.keyboard.insertText(tokens.ADMIN_TOKEN);
