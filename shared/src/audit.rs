@@ -87,6 +87,11 @@ pub fn day_key(day: time::Date) -> String {
     format!("{:04}-{:02}-{:02}", day.year(), u8::from(day.month()), day.day())
 }
 
+/// The audit table partition of an organization's events of one UTC day: `<escaped org>#YYYY-MM-DD`.
+pub fn partition_key(org_id: &str, day: time::Date) -> String {
+    format!("{}#{}", crate::store::escape(org_id), day_key(day))
+}
+
 /// An audit item as the API shows it. Items hold no value, key or token, and every field is copied
 /// by name, so nothing else stored can leak through.
 pub fn event_json(item: &HashMap<String, AttributeValue>) -> serde_json::Value {
@@ -131,9 +136,8 @@ impl AuditEvent<'_> {
     pub fn to_item(&self, now: OffsetDateTime, retention_days: u32) -> HashMap<String, AttributeValue> {
         let s = |v: &str| AttributeValue::S(v.to_owned());
         let p = self.principal;
-        let day = day_key(now.date());
         let mut item = HashMap::new();
-        item.insert("pk".into(), s(&format!("{}#{day}", crate::store::escape(&p.org_id))));
+        item.insert("pk".into(), s(&partition_key(&p.org_id, now.date())));
         item.insert("sk".into(), s(&event_id(now)));
         item.insert("event".into(), s(self.kind.as_str()));
         item.insert("orgId".into(), s(&p.org_id));

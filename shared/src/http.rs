@@ -311,9 +311,14 @@ pub fn validate_scope(scope: Vec<String>) -> Result<Vec<String>, ApiError> {
     Ok(out)
 }
 
+/// The rule for an id a caller names (a client or user): 1 to 256 characters, no control characters.
+fn is_valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= crate::auth::MAX_ID_LEN && !id.chars().any(char::is_control)
+}
+
 /// Checks an OAuth client id named by an admin.
 fn validate_client_id(client_id: &str) -> Result<(), ApiError> {
-    if client_id.is_empty() || client_id.len() > crate::auth::MAX_ID_LEN || client_id.chars().any(char::is_control) {
+    if !is_valid_id(client_id) {
         return Err(ApiError::bad_request(
             "invalid_client_id",
             "clientId must be 1 to 256 characters without control characters.",
@@ -461,7 +466,7 @@ impl Query {
     fn id(&self, key: &'static str) -> Result<Option<String>, ApiError> {
         self.get(key)
             .map(|v| {
-                if v.is_empty() || v.len() > crate::auth::MAX_ID_LEN || v.chars().any(char::is_control) {
+                if !is_valid_id(v) {
                     Err(ApiError::bad_request(
                         "invalid_query",
                         format!("{key} must be 1 to 256 characters without control characters."),
@@ -755,17 +760,25 @@ fn metadata(item: &SecretItem) -> serde_json::Map<String, Value> {
     m
 }
 
+/// A secret's metadata plus its value, serialized straight from the secret (no intermediate copy of
+/// the plaintext).
+#[derive(serde::Serialize)]
+struct WithValue<'a> {
+    #[serde(flatten)]
+    metadata: serde_json::Map<String, Value>,
+    value: &'a str,
+}
+
+impl<'a> WithValue<'a> {
+    fn of(secret: &'a SecretWithValue) -> Self {
+        Self { metadata: metadata(&secret.item), value: secret.value.expose_secret() }
+    }
+}
+
 /// The body of a read: the metadata plus the value, serialized straight from the secret so that the
 /// response body is the only copy of the plaintext made here.
 fn secret_response(secret: &SecretWithValue) -> Response<Body> {
-    #[derive(serde::Serialize)]
-    struct WithValue<'a> {
-        #[serde(flatten)]
-        metadata: serde_json::Map<String, Value>,
-        value: &'a str,
-    }
-    let body = WithValue { metadata: metadata(&secret.item), value: secret.value.expose_secret() };
-    match serde_json::to_string(&body) {
+    match serde_json::to_string(&WithValue::of(secret)) {
         Ok(text) => response(StatusCode::OK, text),
         Err(e) => error_response(&ApiError::internal(e), Operation::Get),
     }
@@ -773,17 +786,7 @@ fn secret_response(secret: &SecretWithValue) -> Response<Body> {
 
 /// The body of a batch read: the secrets read, with values, and an error per name not returned.
 fn batch_response(read: &BatchRead) -> Response<Body> {
-    #[derive(serde::Serialize)]
-    struct WithValue<'a> {
-        #[serde(flatten)]
-        metadata: serde_json::Map<String, Value>,
-        value: &'a str,
-    }
-    let secrets: Vec<WithValue<'_>> = read
-        .secrets
-        .iter()
-        .map(|s| WithValue { metadata: metadata(&s.item), value: s.value.expose_secret() })
-        .collect();
+    let secrets: Vec<WithValue<'_>> = read.secrets.iter().map(WithValue::of).collect();
     let errors: Vec<Value> = read
         .errors
         .iter()

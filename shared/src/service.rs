@@ -436,7 +436,8 @@ impl Vault {
             event = event.with_detail(format!("version={}", item.version));
         }
         // Fail closed: no value leaves without its audit event stored.
-        self.store_audit(event.to_item(OffsetDateTime::now_utc(), self.audit_retention_days)).await?;
+        self.audit_first(self.store.put_audit(event.to_item(OffsetDateTime::now_utc(), self.audit_retention_days)))
+            .await?;
         Ok(SecretWithValue { item, value })
     }
 
@@ -449,9 +450,10 @@ impl Vault {
         Ok(())
     }
 
-    /// Stores one audit event that must exist before the request may succeed.
-    async fn store_audit(&self, item: crate::store::Item) -> Result<(), ApiError> {
-        match tokio::time::timeout(self.audit_timeout, self.store.put_audit(item)).await {
+    /// Waits, within the audit timeout, for the audit write that must succeed before the request may
+    /// (fail closed: no value leaves without its event stored).
+    async fn audit_first(&self, write: impl Future<Output = Result<(), ApiError>>) -> Result<(), ApiError> {
+        match tokio::time::timeout(self.audit_timeout, write).await {
             Ok(result) => result,
             Err(_) => Err(ApiError::unavailable("audit write timed out")),
         }
@@ -505,13 +507,12 @@ impl Vault {
             names.iter().flat_map(|name| owners.iter().map(move |o| (o.clone(), name.clone()))).collect();
         let mut found = self.store.batch_get_secrets(&p.org_id, &keys).await?;
         let now = OffsetDateTime::now_utc();
+        let ts = now.unix_timestamp();
         let mut read = BatchRead::default();
         let mut audits = Vec::new();
         for name in names {
-            let live = owners
-                .iter()
-                .filter_map(|o| found.remove(&(o.clone(), name.clone())))
-                .find(|s| !s.is_expired(now.unix_timestamp()));
+            let live =
+                owners.iter().filter_map(|o| found.remove(&(o.clone(), name.clone()))).find(|s| !s.is_expired(ts));
             let Some(item) = live else {
                 read.errors.push((name.clone(), ApiError::NotFound));
                 continue;
@@ -538,10 +539,7 @@ impl Vault {
             }
         }
         // Fail closed: no value leaves without its audit event stored.
-        match tokio::time::timeout(self.audit_timeout, self.store.put_audits(audits)).await {
-            Ok(result) => result?,
-            Err(_) => return Err(ApiError::unavailable("audit write timed out")),
-        }
+        self.audit_first(self.store.put_audits(audits)).await?;
         Ok(read)
     }
 
@@ -657,7 +655,7 @@ impl Vault {
                 .store
                 .query_audit_day(
                     &p.org_id,
-                    &crate::audit::day_key(day),
+                    day,
                     &lowest,
                     &highest,
                     before.as_deref(),

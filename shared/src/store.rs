@@ -541,7 +541,7 @@ impl Store {
         }
     }
 
-    /// One page of an organization's audit events of one UTC day (`YYYY-MM-DD`), newest first, with
+    /// One page of an organization's audit events of one UTC day, newest first, with
     /// ids (sort keys) between `lowest` and `highest` and before `before` when given, matching
     /// `filter`. A Query on that day's partition only: never another organization's, never a Scan.
     /// Returns the events and the id to continue before when more may follow.
@@ -549,14 +549,14 @@ impl Store {
     pub async fn query_audit_day(
         &self,
         org_id: &str,
-        day: &str,
+        day: time::Date,
         lowest: &str,
         highest: &str,
         before: Option<&str>,
         filter: &AuditFilter,
         limit: usize,
     ) -> Result<(Vec<Item>, Option<String>), ApiError> {
-        let pk = format!("{}#{day}", escape(org_id));
+        let pk = crate::audit::partition_key(org_id, day);
         let mut conditions = Vec::new();
         let mut values =
             HashMap::from([(":pk".to_owned(), s(&pk)), (":lo".to_owned(), s(lowest)), (":hi".to_owned(), s(highest))]);
