@@ -353,11 +353,10 @@ impl Floor {
                 self.store.put_audits((0..5).map(|b| self.audit(&format!("b{b}"))).collect()).await.unwrap();
             }
             Scenario::Audit => {
-                let day = time::OffsetDateTime::now_utc();
-                let day = format!("{:04}-{:02}-{:02}", day.year(), u8::from(day.month()), day.day());
+                let day = time::OffsetDateTime::now_utc().date();
                 let filter = AuditFilter { secret: Some("read-me".into()), ..AuditFilter::default() };
                 self.store
-                    .query_audit_day(ORG, &day, &"0".repeat(32), &"f".repeat(32), None, &filter, 100)
+                    .query_audit_day(ORG, day, &"0".repeat(32), &"f".repeat(32), None, &filter, 100)
                     .await
                     .unwrap();
             }
@@ -379,14 +378,12 @@ async fn main() -> Result<(), String> {
     let only = arg("--only");
 
     let t = TestVault::start().await;
-    let exp = time::OffsetDateTime::now_utc().unix_timestamp() + 24 * 3600;
+    // Valid for a day: a full run outlives the tests' ten-minute tokens.
+    let day = 24 * 3600;
+    let (issuer, audience) = (vault_tests::ISSUER, vault_tests::AUDIENCE);
     let tokens = Tokens {
-        m2m: long_token(
-            json!({"iss": vault_tests::ISSUER, "aud": vault_tests::AUDIENCE, "sub": format!("{CLIENT}@clients"),
-            "org_id": ORG, "client_id": CLIENT, "gty": "client-credentials", "exp": exp, "iat": exp - 24 * 3600}),
-        ),
-        user: long_token(json!({"iss": vault_tests::ISSUER, "aud": vault_tests::AUDIENCE, "sub": USER,
-            "org_id": ORG, "client_id": CLIENT, "exp": exp, "iat": exp - 24 * 3600})),
+        m2m: long_token(vault_dev::m2m_claims(issuer, audience, ORG, CLIENT, "", day)),
+        user: long_token(vault_dev::user_claims(issuer, audience, ORG, CLIENT, USER, "", day)),
         audit_from: (time::OffsetDateTime::now_utc() - time::Duration::hours(1))
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap(),

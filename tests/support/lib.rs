@@ -108,6 +108,11 @@ pub fn capture_logs() {
 
 /// A config as the functions would read it from their environment, with `overrides` applied.
 pub fn config(overrides: &[(&str, &str)]) -> Config {
+    config_for(overrides, token_vault::config::KeyUse::Required)
+}
+
+/// The test configuration for a function with the given use of master keys.
+pub fn config_for(overrides: &[(&str, &str)], keys: token_vault::config::KeyUse) -> Config {
     let mut env: HashMap<String, String> = [
         ("VAULT_MASTER_KEY", MASTER_KEY),
         ("VAULT_JWT_HS256_SECRET", HS256_SECRET),
@@ -121,7 +126,7 @@ pub fn config(overrides: &[(&str, &str)]) -> Config {
     for (k, v) in overrides {
         env.insert(k.to_string(), v.to_string());
     }
-    Config::from_lookup(|k| env.get(k).cloned()).expect("test config is valid")
+    Config::from_lookup_for(|k| env.get(k).cloned(), keys).expect("test config is valid")
 }
 
 /// A reply from the vault.
@@ -338,7 +343,7 @@ impl TestVault {
         let today = time::OffsetDateTime::now_utc();
         let mut out = Vec::new();
         for day in [today - time::Duration::days(1), today] {
-            let pk = format!("{}#{:04}-{:02}-{:02}", org_id, day.year(), u8::from(day.month()), day.day());
+            let pk = token_vault::audit::partition_key(org_id, day.date());
             let mut start = None;
             loop {
                 let page = self
@@ -595,14 +600,6 @@ impl TestVault {
     pub async fn recorded(&self, keys: token_vault::config::KeyUse) -> (Vault, CallLog) {
         let log = CallLog::default();
         let client = Client::from_conf(self.client.config().to_builder().interceptor(log.clone()).build());
-        let env = |k: &str| match k {
-            "VAULT_MASTER_KEY" => Some(MASTER_KEY.to_owned()),
-            "VAULT_JWT_HS256_SECRET" => Some(HS256_SECRET.to_owned()),
-            "VAULT_SECRETS_TABLE" => Some(SECRETS_TABLE.to_owned()),
-            "VAULT_AUDIT_TABLE" => Some(AUDIT_TABLE.to_owned()),
-            _ => None,
-        };
-        let config = Config::from_lookup_for(env, keys).expect("test config is valid");
-        (Vault::new(config, client).await.expect("vault builds"), log)
+        (Vault::new(config_for(&[], keys), client).await.expect("vault builds"), log)
     }
 }
