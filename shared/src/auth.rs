@@ -6,7 +6,14 @@
 //! refused, each with 60 s of leeway.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
@@ -24,6 +31,10 @@ pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 pub const LEEWAY_SECS: u64 = 60;
 /// A JWKS document is fetched again on an unknown `kid` at most this often.
 pub const JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
+/// A JWKS document larger than this is refused (real ones are a few KiB).
+pub const MAX_JWKS_BYTES: usize = 256 * 1024;
+/// One JWKS fetch, connection included, gives up after this long.
+pub const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest organization, client or user id accepted from a token.
 pub const MAX_ID_LEN: usize = 256;
 
@@ -99,12 +110,12 @@ impl std::fmt::Debug for TokenVerifier {
 
 enum Keys {
     Hs256(DecodingKey),
-    Jwks(Jwks),
+    Jwks(Box<Jwks>),
 }
 
 struct Jwks {
     url: String,
-    http: reqwest::Client,
+    http: HttpsClient,
     keys: RwLock<HashMap<String, (DecodingKey, Algorithm)>>,
     last_fetch: Mutex<Option<Instant>>,
     min_refresh: Duration,
@@ -119,11 +130,7 @@ impl TokenVerifier {
                 DecodingKey::from_secret(secret.expose_secret()).map_err(|e| ApiError::internal(e.to_string()))?,
             ),
             JwtKeySource::Jwks { url } => {
-                let http = reqwest::Client::builder()
-                    .timeout(Duration::from_secs(3))
-                    .connect_timeout(Duration::from_secs(2))
-                    .build()
-                    .map_err(ApiError::internal)?;
+                let http = https_client()?;
                 let jwks = Jwks {
                     url: url.clone(),
                     http,
@@ -132,7 +139,7 @@ impl TokenVerifier {
                     min_refresh: config.jwks_min_refresh,
                 };
                 jwks.refresh(true).await;
-                Keys::Jwks(jwks)
+                Keys::Jwks(Box::new(jwks))
             }
         };
         Ok(Self { issuer: config.issuer.clone(), audience: config.audience.clone(), keys })
@@ -264,22 +271,54 @@ impl Jwks {
             return;
         }
         *last = Some(Instant::now());
-        let fetched = async {
-            let resp = self.http.get(&self.url).send().await?.error_for_status()?;
-            resp.json::<JwkSet>().await
-        }
-        .await;
-        match fetched {
-            Ok(set) => {
+        match tokio::time::timeout(JWKS_FETCH_TIMEOUT, self.fetch()).await {
+            Ok(Ok(set)) => {
                 let keys = usable_keys(&set);
                 tracing::info!(keys = keys.len(), "fetched JWKS");
                 *self.keys.write().await = keys;
             }
-            Err(e) => {
-                tracing::error!(error = %crate::error::chain(&e), "could not fetch JWKS; keeping the keys already known")
+            Ok(Err(e)) => {
+                tracing::error!(error = %crate::error::chain(&*e), "could not fetch JWKS; keeping the keys already known")
             }
+            Err(_) => tracing::error!(
+                timeout_ms = JWKS_FETCH_TIMEOUT.as_millis() as u64,
+                "could not fetch JWKS in time; keeping the keys already known"
+            ),
         }
     }
+
+    /// One GET of the key set: a 2xx JSON body of at most [`MAX_JWKS_BYTES`]; redirects are not followed.
+    async fn fetch(&self) -> Result<JwkSet, Box<dyn std::error::Error + Send + Sync>> {
+        let request = hyper::Request::get(self.url.as_str())
+            .header(hyper::header::ACCEPT, "application/json")
+            .body(Empty::<Bytes>::new())?;
+        let response = self.http.request(request).await?;
+        if !response.status().is_success() {
+            return Err(format!("the JWKS URL answered HTTP {}", response.status().as_u16()).into());
+        }
+        let body = Limited::new(response.into_body(), MAX_JWKS_BYTES).collect().await?.to_bytes();
+        Ok(serde_json::from_slice(&body)?)
+    }
+}
+
+/// The JWKS client: hyper with rustls, the same HTTP and TLS stack (and the same aws-lc crypto) that the
+/// AWS SDK already brings, so fetching keys adds no second stack to the package. Servers are verified
+/// against the system's root certificates. Plain `http://` is reachable only because configuration
+/// allows it for localhost alone.
+type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
+
+fn https_client() -> Result<HttpsClient, ApiError> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(Duration::from_secs(2)));
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_native_roots(provider)
+        .map_err(|e| ApiError::internal(format!("no root certificates to verify the JWKS server with: {e}")))?
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new()).build(connector))
 }
 
 /// RS256 for RSA keys and ES256 for P-256 keys; anything else (HMAC keys, other curves, a key whose

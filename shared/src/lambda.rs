@@ -1,13 +1,52 @@
 //! Cold-start wiring shared by every function's `main`: logging, configuration and SDK clients.
 
+use std::str::FromStr;
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::{Config, KeyUse};
 use crate::service::Vault;
+
+/// Installs the log subscriber, as Lambda's advanced logging controls configure it: JSON lines when
+/// `AWS_LAMBDA_LOG_FORMAT=JSON` (the template's setting), plain text otherwise; no timestamps (CloudWatch
+/// adds them). The level comes from [`log_filter`].
+///
+/// Written here rather than taken from `lambda_http::tracing`, whose `EnvFilter` brings a regex engine
+/// into every function (about 0.2 MB of the zipped package; see BENCHMARKS.md).
+pub fn init_logging() {
+    let filter =
+        log_filter(std::env::var("AWS_LAMBDA_LOG_LEVEL").ok().as_deref(), std::env::var("RUST_LOG").ok().as_deref());
+    let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let fmt = tracing_subscriber::fmt::layer().with_target(false).without_time();
+    let registry = tracing_subscriber::registry().with(filter);
+    // A subscriber already installed (a test harness) wins; a function installs one exactly once.
+    let _ = if json { registry.with(fmt.json()).try_init() } else { registry.with(fmt).try_init() };
+}
+
+/// The log filter: `AWS_LAMBDA_LOG_LEVEL` (the function's `ApplicationLogLevel`: TRACE, DEBUG, INFO,
+/// WARN, ERROR or FATAL) wins; otherwise `RUST_LOG` as a level or `target=level` list
+/// (`warn,token_vault=debug`), other targets at INFO unless it names a level; otherwise, or when neither
+/// parses, INFO.
+pub fn log_filter(lambda_level: Option<&str>, rust_log: Option<&str>) -> Targets {
+    if let Some(level) = lambda_level.map(str::trim).filter(|l| !l.is_empty()) {
+        let level = if level.eq_ignore_ascii_case("fatal") { "error" } else { level };
+        if let Ok(level) = LevelFilter::from_str(level) {
+            return Targets::new().with_default(level);
+        }
+    }
+    let targets = rust_log.and_then(|l| Targets::from_str(l.trim()).ok()).unwrap_or_default();
+    match targets.default_level() {
+        Some(_) => targets,
+        // Targets not named in `RUST_LOG` log at INFO, as with `lambda_http`'s default subscriber.
+        None => targets.with_default(LevelFilter::INFO),
+    }
+}
 
 /// SDK timeouts: a DynamoDB call never waits long enough to hit the Lambda timeout.
 ///
@@ -71,6 +110,46 @@ async fn vault_from_env_for(keys: KeyUse) -> Vault {
         Err(e) => {
             tracing::error!("refusing to start: {}", crate::error::chain(&e));
             std::process::exit(1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::Level;
+
+    use super::log_filter;
+
+    #[test]
+    fn the_lambda_log_level_wins_over_rust_log() {
+        let filter = log_filter(Some("DEBUG"), Some("error"));
+        assert!(filter.would_enable("token_vault::service", &Level::DEBUG));
+        assert!(!filter.would_enable("token_vault::service", &Level::TRACE));
+        let fatal = log_filter(Some("FATAL"), None);
+        assert!(fatal.would_enable("token_vault", &Level::ERROR));
+        assert!(!fatal.would_enable("token_vault", &Level::WARN));
+    }
+
+    #[test]
+    fn rust_log_takes_a_level_or_per_target_levels() {
+        let filter = log_filter(None, Some("warn,token_vault=debug"));
+        assert!(filter.would_enable("token_vault::store", &Level::DEBUG));
+        assert!(!filter.would_enable("aws_smithy_runtime", &Level::INFO));
+        assert!(filter.would_enable("aws_smithy_runtime", &Level::WARN));
+        assert!(log_filter(Some(""), Some("trace")).would_enable("anything", &Level::TRACE));
+        let named = log_filter(None, Some("token_vault=trace"));
+        assert!(named.would_enable("token_vault", &Level::TRACE));
+        assert!(named.would_enable("hyper", &Level::INFO) && !named.would_enable("hyper", &Level::DEBUG));
+    }
+
+    #[test]
+    fn no_or_unreadable_settings_mean_info() {
+        for (lambda, rust) in
+            [(None, None), (Some("LOUD"), None), (None, Some("token_vault=loud")), (Some("nope"), Some("[x"))]
+        {
+            let filter = log_filter(lambda, rust);
+            assert!(filter.would_enable("token_vault", &Level::INFO), "{lambda:?} {rust:?}");
+            assert!(!filter.would_enable("token_vault", &Level::DEBUG), "{lambda:?} {rust:?}");
         }
     }
 }

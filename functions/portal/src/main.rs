@@ -7,6 +7,6 @@ use lambda_http::{Error, Request, run, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lambda_http::tracing::init_default_subscriber();
+    token_vault::lambda::init_logging();
     run(service_fn(|req: Request| async move { Ok::<_, Infallible>(token_vault::portal::handle(&req)) })).await
 }

@@ -10,7 +10,7 @@ use token_vault::{Operation, http::handle, lambda::vault_without_keys_from_env};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lambda_http::tracing::init_default_subscriber();
+    token_vault::lambda::init_logging();
     let vault = vault_without_keys_from_env().await;
     run(service_fn(|req: Request| {
         let vault = &vault;

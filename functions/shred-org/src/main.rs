@@ -15,7 +15,7 @@ struct Request {
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lambda_http::tracing::init_default_subscriber();
+    token_vault::lambda::init_logging();
     let vault = vault_from_env().await;
     lambda_http::lambda_runtime::run(service_fn(|event: LambdaEvent<Request>| {
         let vault = &vault;
