@@ -5,7 +5,7 @@ use std::convert::Infallible;
 
 use lambda_http::{Error, Request, run, service_fn};
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     token_vault::lambda::init_logging();
     run(service_fn(|req: Request| async move { Ok::<_, Infallible>(token_vault::portal::handle(&req)) })).await

@@ -8,7 +8,7 @@ use std::convert::Infallible;
 use lambda_http::{Error, Request, run, service_fn};
 use token_vault::{Operation, http::handle, lambda::vault_without_keys_from_env};
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     token_vault::lambda::init_logging();
     let vault = vault_without_keys_from_env().await;

@@ -22,7 +22,7 @@ struct Request {
     action: Option<String>,
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     token_vault::lambda::init_logging();
     let vault = vault_from_env().await;

@@ -13,7 +13,7 @@ struct Request {
     confirm: String,
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     token_vault::lambda::init_logging();
     let vault = vault_from_env().await;
