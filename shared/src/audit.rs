@@ -92,26 +92,47 @@ pub fn partition_key(org_id: &str, day: time::Date) -> String {
     format!("{}#{}", crate::store::escape(org_id), day_key(day))
 }
 
-/// An audit item as the API shows it. Items hold no value, key or token, and every field is copied
-/// by name, so nothing else stored can leak through.
-pub fn event_json(item: &HashMap<String, AttributeValue>) -> serde_json::Value {
-    let get = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).map_or(serde_json::Value::Null, |s| s.as_str().into());
-    serde_json::json!({
-        "id": get("sk"),
-        "time": get("time"),
-        "event": get("event"),
-        "secret": get("secretName"),
-        "ownership": get("ownership"),
-        "ownerClientId": get("ownerClientId"),
-        "actorClientId": get("actorClientId"),
-        "actorUserId": get("actorUserId"),
-        "tokenKind": get("tokenKind"),
-        "outcome": get("outcome"),
-        "requestId": get("requestId"),
-        "sourceIp": get("sourceIp"),
-        "userAgent": get("userAgent"),
-        "detail": get("detail"),
-    })
+/// An audit item as the API shows it, borrowed from the item (serialized without copying). Items hold
+/// no value, key or token, and every field is taken by name, so nothing else stored can leak through.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventView<'a> {
+    id: Option<&'a str>,
+    time: Option<&'a str>,
+    event: Option<&'a str>,
+    secret: Option<&'a str>,
+    ownership: Option<&'a str>,
+    owner_client_id: Option<&'a str>,
+    actor_client_id: Option<&'a str>,
+    actor_user_id: Option<&'a str>,
+    token_kind: Option<&'a str>,
+    outcome: Option<&'a str>,
+    request_id: Option<&'a str>,
+    source_ip: Option<&'a str>,
+    user_agent: Option<&'a str>,
+    detail: Option<&'a str>,
+}
+
+impl<'a> EventView<'a> {
+    pub fn of(item: &'a HashMap<String, AttributeValue>) -> Self {
+        let get = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).map(String::as_str);
+        Self {
+            id: get("sk"),
+            time: get("time"),
+            event: get("event"),
+            secret: get("secretName"),
+            ownership: get("ownership"),
+            owner_client_id: get("ownerClientId"),
+            actor_client_id: get("actorClientId"),
+            actor_user_id: get("actorUserId"),
+            token_kind: get("tokenKind"),
+            outcome: get("outcome"),
+            request_id: get("requestId"),
+            source_ip: get("sourceIp"),
+            user_agent: get("userAgent"),
+            detail: get("detail"),
+        }
+    }
 }
 
 /// Longest user agent kept, in characters.

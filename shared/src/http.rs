@@ -16,8 +16,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tracing::Instrument;
 
-use crate::audit::EventKind;
 use crate::audit::RequestMeta;
+use crate::audit::{EventKind, EventView};
 use crate::error::ApiError;
 use crate::service::{
     AuditCursor, AuditQuery, BatchRead, Cursor, ListPage, ListTarget, MAX_BATCH_NAMES, Precondition, PutAction,
@@ -159,11 +159,17 @@ async fn dispatch(vault: &Vault, op: Operation, meta: &RequestMeta, req: Request
         }
         Parsed::Audit(q) => {
             let page = vault.query_audit(&principal, *q).await?;
-            let events: Vec<Value> = page.events.iter().map(crate::audit::event_json).collect();
-            Ok(json_response(
-                StatusCode::OK,
-                &json!({"events": events, "nextToken": page.next.as_ref().map(encode_audit_cursor)}),
-            ))
+            #[derive(serde::Serialize)]
+            #[serde(rename_all = "camelCase")]
+            struct AuditBody<'a> {
+                events: Vec<EventView<'a>>,
+                next_token: Option<String>,
+            }
+            let body = AuditBody {
+                events: page.events.iter().map(EventView::of).collect(),
+                next_token: page.next.as_ref().map(encode_audit_cursor),
+            };
+            Ok(json_response(StatusCode::OK, &body))
         }
     }
 }
@@ -819,8 +825,9 @@ fn response(status: StatusCode, body: String) -> Response<Body> {
     resp
 }
 
-fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
-    response(status, body.to_string())
+fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response<Body> {
+    // Our bodies have string keys only, so serializing them cannot fail.
+    response(status, serde_json::to_string(body).unwrap_or_default())
 }
 
 /// The response for an error: the envelope, plus the headers RFC 6750 and RFC 9110 ask for.
