@@ -751,19 +751,36 @@ fn decode_cursor(token: &str) -> Result<Cursor, ApiError> {
     Ok(cursor)
 }
 
-fn metadata(item: &SecretItem) -> serde_json::Map<String, Value> {
-    let mut m = serde_json::Map::new();
-    m.insert("name".into(), json!(item.name));
-    m.insert("scope".into(), json!(item.scope));
-    m.insert("expiresAt".into(), item.expires_at.map_or(Value::Null, format_epoch));
-    m.insert("createdAt".into(), json!(item.created_at));
-    m.insert("updatedAt".into(), json!(item.updated_at));
-    m.insert("version".into(), json!(item.version));
-    m.insert("ownership".into(), json!(item.owner.kind()));
-    if let crate::policy::Owner::App { client_id } = &item.owner {
-        m.insert("clientId".into(), json!(client_id));
+/// A secret's metadata as the API shows it, borrowed from the item (a page of 100 is serialized without
+/// building a JSON map per secret).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Metadata<'a> {
+    name: &'a str,
+    scope: &'a [String],
+    expires_at: Value,
+    created_at: &'a str,
+    updated_at: &'a str,
+    version: u64,
+    ownership: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_id: Option<&'a str>,
+}
+
+fn metadata(item: &SecretItem) -> Metadata<'_> {
+    Metadata {
+        name: &item.name,
+        scope: &item.scope,
+        expires_at: item.expires_at.map_or(Value::Null, format_epoch),
+        created_at: &item.created_at,
+        updated_at: &item.updated_at,
+        version: item.version,
+        ownership: item.owner.kind(),
+        client_id: match &item.owner {
+            crate::policy::Owner::App { client_id } => Some(client_id),
+            crate::policy::Owner::User { .. } => None,
+        },
     }
-    m
 }
 
 /// A secret's metadata plus its value, serialized straight from the secret (no intermediate copy of
@@ -771,7 +788,7 @@ fn metadata(item: &SecretItem) -> serde_json::Map<String, Value> {
 #[derive(serde::Serialize)]
 struct WithValue<'a> {
     #[serde(flatten)]
-    metadata: serde_json::Map<String, Value>,
+    metadata: Metadata<'a>,
     value: &'a str,
 }
 
@@ -810,9 +827,15 @@ fn batch_response(read: &BatchRead) -> Response<Body> {
     }
 }
 
-fn list_body(page: &ListPage) -> Value {
-    let secrets: Vec<Value> = page.secrets.iter().map(|s| Value::Object(metadata(s))).collect();
-    json!({"secrets": secrets, "nextToken": page.next.as_ref().map(encode_cursor)})
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ListBody<'a> {
+    secrets: Vec<Metadata<'a>>,
+    next_token: Option<String>,
+}
+
+fn list_body(page: &ListPage) -> ListBody<'_> {
+    ListBody { secrets: page.secrets.iter().map(metadata).collect(), next_token: page.next.as_ref().map(encode_cursor) }
 }
 
 fn response(status: StatusCode, body: String) -> Response<Body> {
