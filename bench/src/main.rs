@@ -6,8 +6,9 @@
 //! it API Gateway HTTP API v2 events and measures: init (process start to its first `next` call), the
 //! first invocation, warm invocations (p50, p99, max), and peak RSS (with RSS sampled along the way to
 //! show it flat). The floor is the same DynamoDB calls issued directly through the store's SDK calls
-//! against the same server, with no HTTP parsing, token check, policy or crypto; one floor run follows
-//! each warm invocation, so both see the same server state and the same machine. The portal, which
+//! against the same server, with no HTTP parsing, token check, policy or crypto, from a thread of its own
+//! with a current-thread runtime (as a function runs); one floor run follows each warm invocation, so
+//! both see the same server state and the same machine. The portal, which
 //! makes no DynamoDB call, measures what every invocation costs before any work: the Runtime API hop,
 //! the event's parsing and the reply.
 //!
@@ -82,7 +83,7 @@ impl Scenario {
             Self::Update => "POST /vault/secrets (update: new version)",
             Self::GetM2m => "GET /vault/secrets/{name} (M2M token)",
             Self::GetUser => "GET /vault/secrets/{name} (user token: 2 candidates)",
-            Self::List => "GET /vault/secrets (10 secrets)",
+            Self::List => "GET /vault/secrets (a page of 100)",
             Self::Delete => "DELETE /vault/secrets/{name}",
             Self::BatchGet => "POST /vault/secrets/batch-get (5 names)",
             Self::Rollback => "POST /vault/secrets/{name}/rollback",
@@ -185,7 +186,7 @@ async fn measure(
     endpoint: &str,
     tokens: &Tokens,
     invocations: usize,
-    floor: &Floor,
+    floor: &FloorThread,
 ) -> Result<Measured, String> {
     let mut api = RuntimeApi::start().await.map_err(|e| e.to_string())?;
     let binary = bin_dir.join(scenario.function());
@@ -256,9 +257,39 @@ struct Floor {
     salt: [u8; 32],
 }
 
+/// The floor's own thread: a current-thread runtime with its own DynamoDB client, as a function has,
+/// so the floor does not share the runtime threads of the DynamoDB server inside this process.
+struct FloorThread {
+    runs: tokio::sync::mpsc::Sender<FloorRun>,
+}
+
+type FloorRun = (Scenario, usize, tokio::sync::oneshot::Sender<Option<Duration>>);
+
+impl FloorThread {
+    fn start(endpoint: String) -> Self {
+        let (runs, mut requests) = tokio::sync::mpsc::channel::<FloorRun>(1);
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async move {
+                let floor = Floor::new(vault_dev::local_client(&endpoint).await).await;
+                while let Some((scenario, i, reply)) = requests.recv().await {
+                    let _ = reply.send(floor.run(scenario, i).await);
+                }
+            });
+        });
+        Self { runs }
+    }
+
+    async fn run(&self, scenario: Scenario, i: usize) -> Option<Duration> {
+        let (reply, took) = tokio::sync::oneshot::channel();
+        self.runs.send((scenario, i, reply)).await.unwrap();
+        took.await.unwrap()
+    }
+}
+
 impl Floor {
-    async fn new(t: &TestVault) -> Self {
-        let store = Store::new(t.client.clone(), SECRETS_TABLE, AUDIT_TABLE);
+    async fn new(client: aws_sdk_dynamodb::Client) -> Self {
+        let store = Store::new(client, SECRETS_TABLE, AUDIT_TABLE);
         let salt = store.get_salt(ORG).await.unwrap().expect("the organization has a salt");
         let key = MasterKey::from_hex(MASTER_KEY).unwrap().derive_org_key(ORG, &salt);
         let principal = Principal {
@@ -403,7 +434,7 @@ async fn main() -> Result<(), String> {
             .unwrap(),
     };
     seed(&t, &tokens, invocations).await;
-    let floor = Floor::new(&t).await;
+    let floor = FloorThread::start(t.endpoint.clone());
 
     println!(
         "| Operation | Function | Init (ms) | First (ms) | Warm p50 (ms) | p99 (ms) | max (ms) | Floor p50 (ms) | p50 / floor | p50 − floor (ms) | Peak RSS (MiB) | RSS every 1,000 (MiB) |"
