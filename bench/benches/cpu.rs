@@ -45,8 +45,8 @@ fn tokens(c: &mut Criterion) {
     let (url, _) = rt.block_on(vault_tests::serve_jwks());
     let jwks = rt.block_on(TokenVerifier::new(&jwt_config(JwtKeySource::Jwks { url }))).unwrap();
     for (alg, kid, key) in [
-        (Algorithm::RS256, "test-rsa-1", EncodingKey::from_rsa_pem(RSA_KEY).unwrap()),
-        (Algorithm::ES256, "test-ec-1", EncodingKey::from_ec_pem(EC_KEY).unwrap()),
+        (Algorithm::RS256, "rsa-1", EncodingKey::from_rsa_pem(RSA_KEY).unwrap()),
+        (Algorithm::ES256, "ec-1", EncodingKey::from_ec_pem(EC_KEY).unwrap()),
     ] {
         let mut header = Header::new(alg);
         header.kid = Some(kid.into());
