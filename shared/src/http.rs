@@ -801,10 +801,7 @@ impl<'a> WithValue<'a> {
 /// The body of a read: the metadata plus the value, serialized straight from the secret so that the
 /// response body is the only copy of the plaintext made here.
 fn secret_response(secret: &SecretWithValue) -> Response<Body> {
-    match serde_json::to_string(&WithValue::of(secret)) {
-        Ok(text) => response(StatusCode::OK, text),
-        Err(e) => error_response(&ApiError::internal(e), Operation::Get),
-    }
+    json_response(StatusCode::OK, &WithValue::of(secret))
 }
 
 /// The body of a batch read: the secrets read, with values, and an error per name not returned.
@@ -821,10 +818,7 @@ fn batch_response(read: &BatchRead) -> Response<Body> {
         secrets: Vec<WithValue<'a>>,
         errors: Vec<Value>,
     }
-    match serde_json::to_string(&Batch { secrets, errors }) {
-        Ok(text) => response(StatusCode::OK, text),
-        Err(e) => error_response(&ApiError::internal(e), Operation::BatchGet),
-    }
+    json_response(StatusCode::OK, &Batch { secrets, errors })
 }
 
 #[derive(serde::Serialize)]
@@ -848,16 +842,37 @@ fn response(status: StatusCode, body: String) -> Response<Body> {
     resp
 }
 
+/// A JSON body serialized straight from `body`; should that ever fail, a 500 envelope instead.
 fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response<Body> {
-    // Our bodies have string keys only, so serializing them cannot fail.
-    response(status, serde_json::to_string(body).unwrap_or_default())
+    match serde_json::to_string(body) {
+        Ok(text) => response(status, text),
+        Err(e) => {
+            let e = ApiError::internal(e);
+            tracing::error!(error = %crate::error::chain(&e), "a response body could not be serialized");
+            error_envelope(&e)
+        }
+    }
 }
 
 /// The response for an error: the envelope, plus the headers RFC 6750 and RFC 9110 ask for.
 pub fn error_response(e: &ApiError, op: Operation) -> Response<Body> {
+    let mut resp = error_envelope(e);
+    if let ApiError::MethodNotAllowed = e {
+        let allow = match op.method() {
+            Method::POST => "POST",
+            Method::DELETE => "DELETE",
+            _ => "GET",
+        };
+        resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+    }
+    resp
+}
+
+/// An error's status and envelope, with the headers that depend on the error alone.
+fn error_envelope(e: &ApiError) -> Response<Body> {
     let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = json!({"success": false, "error": {"code": e.code(), "message": e.public_message()}});
-    let mut resp = json_response(status, &body);
+    let mut resp = response(status, body.to_string());
     let h = resp.headers_mut();
     match e {
         // The contract asks for error="invalid_token" on every 401, a missing token included
@@ -876,14 +891,6 @@ pub fn error_response(e: &ApiError, op: Operation) -> Response<Body> {
         }
         ApiError::Unavailable(_) => {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        ApiError::MethodNotAllowed => {
-            let allow = match op.method() {
-                Method::POST => "POST",
-                Method::DELETE => "DELETE",
-                _ => "GET",
-            };
-            h.insert(header::ALLOW, HeaderValue::from_static(allow));
         }
         _ => {}
     }
