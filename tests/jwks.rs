@@ -87,37 +87,6 @@ async fn an_unreachable_jwks_at_cold_start_does_not_stop_the_function() {
     assert_eq!((r.status, r.code()), (401, "invalid_token"));
 }
 
-/// Serves one fixed raw HTTP response (or, with `None`, accepts and never answers) on loopback.
-async fn serve_raw(response: Option<String>) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut conn, _)) = listener.accept().await else { return };
-            let response = response.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let _ = conn.read(&mut buf).await;
-                match response {
-                    Some(r) => {
-                        let _ = conn.write_all(r.as_bytes()).await;
-                    }
-                    None => tokio::time::sleep(std::time::Duration::from_secs(60)).await,
-                }
-            });
-        }
-    });
-    url
-}
-
-fn ok_json(body: &str) -> Option<String> {
-    Some(format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    ))
-}
-
 #[tokio::test]
 async fn a_jwks_that_errs_redirects_is_oversized_or_hangs_teaches_no_keys() {
     let t = TestVault::start().await;
@@ -136,13 +105,13 @@ async fn a_jwks_that_errs_redirects_is_oversized_or_hangs_teaches_no_keys() {
                 "HTTP/1.1 302 Found\r\nlocation: {good_url}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
             )),
         ),
-        ("a body over the size cap", ok_json(&padded)),
-        ("not JSON", ok_json("<html>sign in</html>")),
+        ("a body over the size cap", Some(http_200_json(&padded))),
+        ("not JSON", Some(http_200_json("<html>sign in</html>"))),
         ("no answer", None),
     ];
     let rsa = EncodingKey::from_rsa_pem(RSA_KEY).unwrap();
     for (what, response) in cases {
-        let url = serve_raw(response).await;
+        let (url, _) = serve_raw(response).await;
         let vault = tokio::time::timeout(
             std::time::Duration::from_secs(20),
             t.sibling(&[("VAULT_JWT_HS256_SECRET", ""), ("VAULT_JWKS_URL", &url)]),
@@ -153,7 +122,6 @@ async fn a_jwks_that_errs_redirects_is_oversized_or_hangs_teaches_no_keys() {
         assert_eq!((r.status, r.code()), (401, "invalid_token"), "{what}");
     }
     // The same key set served whole is accepted: the cases above failed for their defect alone.
-    let whole = serve_raw(ok_json(JWKS)).await;
-    let vault = t.sibling(&[("VAULT_JWT_HS256_SECRET", ""), ("VAULT_JWKS_URL", &whole)]).await;
+    let vault = t.sibling(&[("VAULT_JWT_HS256_SECRET", ""), ("VAULT_JWKS_URL", &good_url)]).await;
     assert_eq!(send_to(&vault, list(&sign(Algorithm::RS256, "rsa-1", &rsa))).await.status, 200);
 }

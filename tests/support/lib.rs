@@ -34,6 +34,20 @@ pub const EC_KEY: &[u8] = include_bytes!("../fixtures/ec-test-key.pem");
 
 /// Serves `JWKS` on a free loopback port; returns its URL and a count of the fetches.
 pub async fn serve_jwks() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    serve_raw(Some(http_200_json(JWKS))).await
+}
+
+/// A raw HTTP/1.1 200 response carrying `body` as JSON.
+pub fn http_200_json(body: &str) -> String {
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Answers every connection on a free loopback port with `response` (a raw HTTP response), or with
+/// `None` accepts and never answers; returns the URL of a JWKS there and a count of the connections.
+pub async fn serve_raw(response: Option<String>) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -44,14 +58,16 @@ pub async fn serve_jwks() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
         loop {
             let Ok((mut conn, _)) = listener.accept().await else { return };
             counter.fetch_add(1, Ordering::SeqCst);
+            let response = response.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 4096];
                 let _ = conn.read(&mut buf).await;
-                let resp = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{JWKS}",
-                    JWKS.len()
-                );
-                let _ = conn.write_all(resp.as_bytes()).await;
+                match response {
+                    Some(r) => {
+                        let _ = conn.write_all(r.as_bytes()).await;
+                    }
+                    None => tokio::time::sleep(std::time::Duration::from_secs(60)).await,
+                }
             });
         }
     });
