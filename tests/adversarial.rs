@@ -8,7 +8,9 @@
 //!   key or token used anywhere in this binary.
 //!
 //! The leak check must see everything the other suites produced, so this binary has its own small runner
-//! (`harness = false`): it runs the suites concurrently, then the leak check, and reports like libtest.
+//! (`harness = false`): it runs the light suites concurrently, then the heavy ones (racing writers and
+//! the mixed load, which load both cores) one at a time, so that no suite's timing depends on what else
+//! the binary is doing; then the leak check; and reports like libtest.
 //! `cargo test --test adversarial -- NAME` runs the suites whose name contains NAME (and the leak check).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -27,6 +29,11 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 type SuiteFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Suites whose load would decide other suites' timing: each runs on its own, after the others.
+fn is_heavy(name: &str) -> bool {
+    name.starts_with("concurrency::")
+}
 
 /// Every suite of this binary, by name. The leak check runs after them.
 fn suites() -> Vec<(&'static str, SuiteFuture)> {
@@ -88,18 +95,23 @@ fn main() -> ExitCode {
     println!("\nrunning {} tests", selected.len() + usize::from(check_leaks));
     let (mut passed, mut failed) = (0, Vec::new());
     runtime.block_on(async {
-        let running: Vec<_> = selected.into_iter().map(|(name, suite)| (name, tokio::spawn(suite))).collect();
-        for (name, handle) in running {
-            match handle.await {
-                Ok(()) => {
-                    println!("test {name} ... ok");
-                    passed += 1;
-                }
-                Err(_) => {
-                    println!("test {name} ... FAILED");
-                    failed.push(name);
-                }
+        let (light, heavy): (Vec<_>, Vec<_>) = selected.into_iter().partition(|(name, _)| !is_heavy(name));
+        let mut outcome = |name: &'static str, result: Result<(), tokio::task::JoinError>| match result {
+            Ok(()) => {
+                println!("test {name} ... ok");
+                passed += 1;
             }
+            Err(_) => {
+                println!("test {name} ... FAILED");
+                failed.push(name);
+            }
+        };
+        let running: Vec<_> = light.into_iter().map(|(name, suite)| (name, tokio::spawn(suite))).collect();
+        for (name, handle) in running {
+            outcome(name, handle.await);
+        }
+        for (name, suite) in heavy {
+            outcome(name, tokio::spawn(suite).await);
         }
         if !check_leaks {
             return;

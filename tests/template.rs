@@ -151,8 +151,13 @@ fn every_function_is_built_from_its_crate_and_routed() {
 #[test]
 fn functions_get_least_privilege() {
     let t = template();
-    let writes: &[&str] =
-        &["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:ConditionCheckItem"];
+    let writes: &[&str] = &[
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+        "dynamodb:ConditionCheckItem",
+    ];
     let expected: [(&str, &[&str]); 8] = [
         ("CreateSecretFunction", writes),
         ("GetSecretFunction", &["dynamodb:GetItem"]),
@@ -166,7 +171,8 @@ fn functions_get_least_privilege() {
     for (resource, secrets_actions) in expected {
         let statements = t["Resources"][resource]["Properties"]["Policies"][0]["Statement"].as_sequence().unwrap();
         let queries_index = ["RotateKeysFunction", "ShredOrgFunction", "ListSecretsFunction"].contains(&resource);
-        assert_eq!(statements.len(), if queries_index { 3 } else { 2 }, "{resource}");
+        let writes_versions = secrets_actions == writes;
+        assert_eq!(statements.len(), if queries_index || writes_versions { 3 } else { 2 }, "{resource}");
         for st in statements {
             let actions: Vec<&str> = st["Action"].as_sequence().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
             let target = format!("{:?}", st["Resource"]);
@@ -176,9 +182,17 @@ fn functions_get_least_privilege() {
                 assert_eq!(actions, ["dynamodb:Query"], "{resource}");
             } else if target.contains("SecretsTable") {
                 assert_eq!(actions, secrets_actions, "{resource}");
+            } else if actions == ["dynamodb:UpdateItem"] {
+                // Only writers update the audit table, and there only the `seq#` partitions that hold
+                // version sequences, never an event.
+                assert!(writes_versions && target.contains("AuditTable"), "{resource}: {target}");
+                let leading = &st["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"];
+                assert_eq!(leading.as_sequence().map(Vec::len), Some(1), "{resource}");
+                assert_eq!(leading[0].as_str(), Some("seq#*"), "{resource}");
             } else {
                 assert!(target.contains("AuditTable"), "{resource}: {target}");
                 assert_eq!(actions, ["dynamodb:PutItem"], "{resource}");
+                assert!(st.get("Condition").is_none(), "{resource}");
             }
         }
     }
@@ -232,7 +246,7 @@ async fn every_function_calls_dynamodb_only_as_its_policy_allows() {
     let batch = |tok: &str| {
         Call::new("POST", "/vault/secrets/batch-get").token(tok).json(&serde_json::json!({"names": ["k", "absent"]}))
     };
-    let rollback = Call::new("POST", "/vault/secrets/k/rollback").token(&app).json(&serde_json::json!({"version": 5}));
+    let rollback = Call::new("POST", "/vault/secrets/k/rollback").token(&app).json(&serde_json::json!({"version": 7}));
     let scenarios: Vec<(&str, KeyUse, Vec<Call>)> = vec![
         (
             "CreateSecretFunction",
@@ -250,7 +264,7 @@ async fn every_function_calls_dynamodb_only_as_its_policy_allows() {
             KeyUse::Required,
             vec![
                 get(&app, "k"),
-                get(&app, "k").query("version", "4"),
+                get(&app, "k").query("version", "6"),
                 get(&u1, "k"),
                 get(&u1, "k").query("version", "1"),
             ],
@@ -267,7 +281,7 @@ async fn every_function_calls_dynamodb_only_as_its_policy_allows() {
             ],
         ),
         ("BatchGetSecretsFunction", KeyUse::Required, vec![batch(&app), batch(&u1)]),
-        ("RollbackSecretFunction", KeyUse::Required, vec![rollback]),
+        ("RollbackSecretFunction", KeyUse::Required, vec![rollback.clone()]),
         (
             "QueryAuditFunction",
             KeyUse::None,
@@ -278,8 +292,18 @@ async fn every_function_calls_dynamodb_only_as_its_policy_allows() {
         ),
         ("DeleteSecretFunction", KeyUse::Required, vec![delete(&app, "k"), delete(&u1, "k")]),
     ];
+    // Writers that race: each of these calls loses a race, exactly (its transaction is held while another
+    // writer commits), and goes on with a number from the secret's sequence.
+    let raced = |call: Call| Some((call, put(&app, serde_json::json!({"name": "k", "value": "meanwhile"}))));
+    let races = [
+        ("CreateSecretFunction", raced(put(&app, serde_json::json!({"name": "k", "value": "raced"})))),
+        ("RollbackSecretFunction", raced(rollback.clone())),
+    ];
+    let proxy = proxy::Proxy::start(&tv.endpoint).await;
+    let through_proxy = isolated_client(&proxy.endpoint, "iam").await;
     for (resource, keys, calls) in scenarios {
-        let (vault, log) = tv.recorded(keys).await;
+        let (vault, log) = TestVault::recorded_over(&through_proxy, keys).await;
+        let vault = std::sync::Arc::new(vault);
         for call in calls {
             if resource == "CreateSecretFunction" && call.operation() == token_vault::Operation::Create {
                 // Let the short expiry pass before the secret is written again.
@@ -287,6 +311,18 @@ async fn every_function_calls_dynamodb_only_as_its_policy_allows() {
             }
             let r = send_to(&vault, call).await;
             assert!(r.status < 300 || r.json["error"]["code"] == "forbidden", "{resource}: {} {}", r.status, r.body);
+        }
+        if let Some((call, meanwhile)) = races.iter().find(|(r, _)| *r == resource).and_then(|(_, race)| race.clone()) {
+            let hold = proxy.hold_next("TransactWriteItems");
+            let racer = {
+                let vault = vault.clone();
+                tokio::spawn(async move { send_to(&vault, call).await })
+            };
+            hold.arrived().await;
+            assert!(tv.send(meanwhile).await.status < 300);
+            hold.release();
+            let r = racer.await.unwrap();
+            assert_eq!(r.status, 200, "{resource} after a lost race: {}", r.body);
         }
         check_calls(&t, resource, &log.take());
     }

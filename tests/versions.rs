@@ -276,3 +276,220 @@ async fn deleted_or_expired_secrets_keep_no_readable_versions() {
     let r = t.send(get_version(&tok, "brief", "1")).await;
     assert_eq!(r.json["value"], "fresh-1", "version 1 is the new secret's, never the expired one's");
 }
+
+/// A second container whose DynamoDB requests go through a proxy that can hold one of them: a test makes
+/// it lose a race exactly, by holding its transaction while another writer commits, never by timing.
+async fn held_container(t: &TestVault) -> (Arc<token_vault::Vault>, proxy::Proxy) {
+    let proxy = proxy::Proxy::start(&t.endpoint).await;
+    let vault = vault_over(isolated_client(&proxy.endpoint, "held").await, &[]).await;
+    (Arc::new(vault), proxy)
+}
+
+/// Starts `call` on `vault` in the background.
+fn spawn_call(vault: &Arc<token_vault::Vault>, call: Call) -> tokio::task::JoinHandle<Reply> {
+    let vault = vault.clone();
+    tokio::spawn(async move { send_to(&vault, call).await })
+}
+
+/// The value and version `GET ?version=N` returns, or the error code.
+async fn read_version(t: &TestVault, tok: &str, v: u64) -> Result<(String, u64), String> {
+    let r = t.send(get_version(tok, "k", &v.to_string())).await;
+    match r.status {
+        200 => Ok((r.json["value"].as_str().unwrap().to_owned(), r.json["version"].as_u64().unwrap())),
+        _ => Err(r.code().to_owned()),
+    }
+}
+
+/// The details of the write events of `k`, oldest first.
+async fn write_details(t: &TestVault) -> Vec<String> {
+    let mut events: Vec<(String, String)> = t
+        .audit("org1")
+        .await
+        .iter()
+        .filter(|e| s(e, "secretName") == "k" && s(e, "event") != "vault.secret.retrieved")
+        .map(|e| (s(e, "sk"), format!("{} {}", s(e, "event"), s(e, "detail"))))
+        .collect();
+    events.sort();
+    events.into_iter().map(|(_, d)| d).collect()
+}
+
+#[tokio::test]
+async fn a_write_that_loses_a_race_takes_the_next_number_and_archives_what_it_replaced() {
+    let t = TestVault::start().await;
+    let tok = m2m("org1", "client-a");
+    assert_eq!(t.send(put(&tok, json!({"name": "k", "value": "one"}))).await.status, 201);
+    let (slow, proxy) = held_container(&t).await;
+    let hold = proxy.hold_next("TransactWriteItems");
+    let writer = spawn_call(&slow, put(&tok, json!({"name": "k", "value": "slow"})));
+    hold.arrived().await;
+    // While the slow writer's transaction waits, another writer updates the secret.
+    let r = t.send(put(&tok, json!({"name": "k", "value": "fast"}))).await;
+    assert_eq!((r.status, r.json["version"].as_u64()), (200, Some(2)));
+    hold.release();
+    let r = writer.await.unwrap();
+    assert_eq!(
+        (r.status, &r.json["action"], r.json["version"].as_u64()),
+        (200, &json!("updated"), Some(3)),
+        "{}",
+        r.body
+    );
+    assert_eq!(read_version(&t, &tok, 3).await, Ok(("slow".into(), 3)), "the latest write is current");
+    assert_eq!(read_version(&t, &tok, 2).await, Ok(("fast".into(), 2)), "what it replaced is kept");
+    assert_eq!(read_version(&t, &tok, 1).await, Ok(("one".into(), 1)));
+    assert_eq!(
+        write_details(&t).await,
+        ["vault.secret.created version=1", "vault.secret.updated version=2", "vault.secret.updated version=3"]
+    );
+}
+
+#[tokio::test]
+async fn an_overtaken_write_is_recorded_as_the_earlier_version_it_is() {
+    let t = TestVault::start().await;
+    let tok = m2m("org1", "client-a");
+    assert_eq!(t.send(put(&tok, json!({"name": "k", "value": "one"}))).await.status, 201);
+    let (slow, proxy) = held_container(&t).await;
+    let first = proxy.hold_next("TransactWriteItems");
+    let writer = spawn_call(&slow, put(&tok, json!({"name": "k", "value": "slow"})));
+    first.arrived().await;
+    assert_eq!(t.send(put(&tok, json!({"name": "k", "value": "two"}))).await.json["version"], 2);
+    // The slow writer's first attempt fails; it takes number 3 from the sequence, and its commit of 3 is
+    // held in turn while a third writer (which finds 3 taken) writes 4.
+    let second = proxy.hold_next("TransactWriteItems");
+    first.release();
+    second.arrived().await;
+    let r = t.send(put(&tok, json!({"name": "k", "value": "four"}))).await;
+    assert_eq!((r.status, r.json["version"].as_u64()), (200, Some(4)), "{}", r.body);
+    second.release();
+    let r = writer.await.unwrap();
+    assert_eq!(
+        (r.status, &r.json["action"], r.json["version"].as_u64()),
+        (200, &json!("updated"), Some(3)),
+        "{}",
+        r.body
+    );
+    // 3 was overtaken by 4: 4 stays current, and 3 is kept as the earlier version it is.
+    assert_eq!(t.send(get(&tok, "k")).await.json["value"], "four");
+    assert_eq!(read_version(&t, &tok, 3).await, Ok(("slow".into(), 3)));
+    assert_eq!(read_version(&t, &tok, 2).await, Ok(("two".into(), 2)));
+    assert_eq!(read_version(&t, &tok, 1).await, Ok(("one".into(), 1)));
+    assert_eq!(
+        write_details(&t).await,
+        [
+            "vault.secret.created version=1",
+            "vault.secret.updated version=2",
+            "vault.secret.updated version=4",
+            "vault.secret.updated version=3 overtakenBy=4"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_write_overtaken_by_an_if_match_write_comes_after_it() {
+    let t = TestVault::start().await;
+    let tok = m2m("org1", "client-a");
+    assert_eq!(t.send(put(&tok, json!({"name": "k", "value": "one"}))).await.status, 201);
+    let (slow, proxy) = held_container(&t).await;
+    let first = proxy.hold_next("TransactWriteItems");
+    let writer = spawn_call(&slow, put(&tok, json!({"name": "k", "value": "slow"})));
+    first.arrived().await;
+    assert_eq!(t.send(put(&tok, json!({"name": "k", "value": "two"}))).await.json["version"], 2);
+    let second = proxy.hold_next("TransactWriteItems");
+    first.release();
+    second.arrived().await;
+    // The slow writer holds number 3; an exact update of version 2 (which it saw current) now succeeds
+    // with the next number, 4. If-Match promised that nothing came between 2 and it, so the slow write
+    // cannot be put before it: it comes after, as 5.
+    let r = t.send(put_if(&tok, json!({"name": "k", "value": "exact"}), "if-match", "\"2\"")).await;
+    assert_eq!((r.status, r.json["version"].as_u64()), (200, Some(4)), "{}", r.body);
+    second.release();
+    let r = writer.await.unwrap();
+    assert_eq!((r.status, r.json["version"].as_u64()), (200, Some(5)), "{}", r.body);
+    assert_eq!(t.send(get(&tok, "k")).await.json["value"], "slow");
+    assert_eq!(read_version(&t, &tok, 4).await, Ok(("exact".into(), 4)));
+    assert_eq!(read_version(&t, &tok, 3).await, Err("version_not_found".into()), "3 was never a version");
+    assert_eq!(read_version(&t, &tok, 2).await, Ok(("two".into(), 2)));
+    assert_eq!(write_details(&t).await.len(), 4, "one event per write");
+}
+
+#[tokio::test]
+async fn an_overtaken_write_past_the_retained_window_is_audited_only() {
+    let t = TestVault::start().await;
+    let tok = m2m("org1", "client-a");
+    assert_eq!(t.send(put(&tok, json!({"name": "k", "value": "one"}))).await.status, 201);
+    let (slow, proxy) = held_container(&t).await;
+    let first = proxy.hold_next("TransactWriteItems");
+    let writer = spawn_call(&slow, put(&tok, json!({"name": "k", "value": "slow"})));
+    first.arrived().await;
+    assert_eq!(t.send(put(&tok, json!({"name": "k", "value": "two"}))).await.json["version"], 2);
+    let second = proxy.hold_next("TransactWriteItems");
+    first.release();
+    second.arrived().await;
+    // While number 3 waits, five more versions are written: 3 falls out of the window before it lands.
+    for (i, v) in (4..=8).enumerate() {
+        let r = t.send(put(&tok, json!({"name": "k", "value": format!("later-{i}")}))).await;
+        assert_eq!((r.status, r.json["version"].as_u64()), (200, Some(v)), "{}", r.body);
+    }
+    second.release();
+    let r = writer.await.unwrap();
+    assert_eq!((r.status, r.json["version"].as_u64()), (200, Some(3)), "{}", r.body);
+    assert_eq!(read_version(&t, &tok, 3).await, Err("version_not_found".into()));
+    for v in 4..=8 {
+        assert!(read_version(&t, &tok, v).await.is_ok(), "v{v}");
+    }
+    let details = write_details(&t).await;
+    assert_eq!(details.last().map(String::as_str), Some("vault.secret.updated version=3 overtakenBy=8 retained=false"));
+    assert!(retained_items(&t, "k").await.len() <= 5, "a secret never holds more records than it retains");
+}
+
+#[tokio::test]
+async fn secrets_stored_by_earlier_builds_keep_their_versions() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let t = TestVault::start().await;
+    let tok = m2m("org1", "client-a");
+    for v in 1..=7 {
+        t.send(put(&tok, json!({"name": "k", "value": format!("value-{v}")}))).await;
+    }
+    // Turn the stored items into the layout earlier builds wrote: no lifetime anywhere, and each
+    // retained version at `k#v<version>` rather than in its record slot.
+    let pk = "org#org1#app#client-a";
+    for mut item in t.all_secret_items().await.into_iter().filter(|i| s(i, "pk") == pk) {
+        item.remove("lifetime");
+        item.remove("recorded");
+        let old_sk = s(&item, "sk");
+        if item.contains_key("versionOf") {
+            let sk = format!("k#v{}", item["version"].as_n().unwrap());
+            item.insert("sk".into(), AttributeValue::S(sk.clone()));
+            item.insert("orgSk".into(), AttributeValue::S(format!("app#client-a#{sk}")));
+            if sk != old_sk {
+                t.client
+                    .delete_item()
+                    .table_name(SECRETS_TABLE)
+                    .key("pk", AttributeValue::S(pk.into()))
+                    .key("sk", AttributeValue::S(old_sk))
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+        t.client.put_item().table_name(SECRETS_TABLE).set_item(Some(item)).send().await.unwrap();
+    }
+    let keys = || async {
+        let mut k: Vec<String> = retained_items(&t, "k").await.iter().map(|i| s(i, "sk")).collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys().await, ["k#v3", "k#v4", "k#v5", "k#v6"], "the earlier layout");
+    for v in 3..=7 {
+        assert_eq!(read_version(&t, &tok, v).await, Ok((format!("value-{v}"), v)), "before its next write: v{v}");
+    }
+    // The next write brings it to today's layout, and every retained version stays readable.
+    let r = t.send(put(&tok, json!({"name": "k", "value": "value-8"}))).await;
+    assert_eq!((r.status, r.json["version"].as_u64()), (200, Some(8)), "{}", r.body);
+    for v in 4..=8 {
+        assert_eq!(read_version(&t, &tok, v).await, Ok((format!("value-{v}"), v)), "after: v{v}");
+    }
+    assert_eq!(keys().await, ["k#v1", "k#v2", "k#v4", "k#v5"], "versions 6, 7, 4, 5 in their slots");
+    assert!(t.all_secret_items().await.iter().filter(|i| s(i, "pk") == pk).all(|i| i.contains_key("lifetime")));
+    assert_eq!(t.send(delete(&tok, "k")).await.status, 200);
+    assert!(t.all_secret_items().await.iter().all(|i| s(i, "pk") != pk), "deleting it deletes every version");
+}

@@ -26,7 +26,7 @@ use token_vault::audit::{AuditEvent, EventKind, RequestMeta};
 use token_vault::auth::{Principal, TokenKind};
 use token_vault::crypto::{Binding, MasterKey};
 use token_vault::policy::Owner;
-use token_vault::store::{AuditFilter, Expect, SecretItem, Store};
+use token_vault::store::{AuditFilter, SecretItem, Store, WriteGuard, new_lifetime, record_key};
 use vault_tests::{AUDIT_TABLE, Call, HS256_SECRET, MASTER_KEY, SECRETS_TABLE, TestVault, send_to};
 
 use runtime_api::{Invocation, RuntimeApi};
@@ -329,7 +329,14 @@ impl Floor {
             updated_at: "2026-11-28T00:00:00Z".into(),
             version,
             envelope: Some(envelope),
+            lifetime: Some(new_lifetime()),
+            fence: None,
+            recorded: false,
         }
+    }
+
+    fn guard(&self, now: i64) -> WriteGuard<'_> {
+        WriteGuard { audit: self.audit("x"), now, salt: Some((ORG, &self.salt)) }
     }
 
     /// One run of the scenario's calls; returns its duration (none for the portal, which makes none).
@@ -348,26 +355,28 @@ impl Floor {
             Scenario::CreateNew => {
                 let secret = prepared.unwrap();
                 self.store.get_secret(ORG, &app, &secret.name).await.unwrap();
-                self.store
-                    .write_secret(ORG, &secret, Expect::Absent, None, &[], self.audit("x"), now, &self.salt)
-                    .await
-                    .unwrap();
+                self.store.create_secret(ORG, &secret, None, self.guard(now)).await.unwrap();
             }
             Scenario::Update | Scenario::Rollback => {
                 let mut secret = prepared.unwrap();
                 let current = self.store.get_secret(ORG, &app, &secret.name).await.unwrap();
                 if scenario == Scenario::Rollback {
-                    self.store.get_version(ORG, &app, "rb", 4).await.unwrap();
+                    self.store.get_record(ORG, &app, "rb", &record_key("rb", 4)).await.unwrap();
                 }
-                let current = current.unwrap_or_else(|| secret.clone());
-                secret.version = current.version + 1;
-                let prune = if secret.version > 5 { vec![secret.version - 5] } else { Vec::new() };
-                let expect = if current.version == 0 { Expect::Absent } else { Expect::Live(current.version) };
-                let archive = (current.version > 0).then_some(&current);
-                self.store
-                    .write_secret(ORG, &secret, expect, archive, &prune, self.audit("x"), now, &self.salt)
-                    .await
-                    .unwrap();
+                match current {
+                    None => {
+                        secret.version = 1;
+                        self.store.create_secret(ORG, &secret, None, self.guard(now)).await.unwrap();
+                    }
+                    Some(current) => {
+                        secret.version = current.version + 1;
+                        secret.lifetime.clone_from(&current.lifetime);
+                        self.store
+                            .replace_secret(ORG, &secret, &current, Default::default(), self.guard(now))
+                            .await
+                            .unwrap();
+                    }
+                }
             }
             Scenario::GetM2m => {
                 self.store.get_secret(ORG, &app, "read-me").await.unwrap();
@@ -388,7 +397,7 @@ impl Floor {
             Scenario::Delete => {
                 let name = format!("floor-del-{i}");
                 let current = self.store.get_secret(ORG, &app, &name).await.unwrap().expect("seeded");
-                self.store.delete_secret(ORG, &app, &name, current.version, &[], self.audit(&name), now).await.unwrap();
+                self.store.delete_secret(ORG, &current, self.audit(&name), now).await.unwrap();
             }
             Scenario::BatchGet => {
                 let keys: Vec<(Owner, String)> = (0..5).map(|b| (app.clone(), format!("b{b}"))).collect();

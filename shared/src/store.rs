@@ -18,12 +18,16 @@ use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Delete, KeysAndAttributes, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ConditionCheck, Delete, KeysAndAttributes, Put, ReturnValuesOnConditionCheckFailure,
+    TransactWriteItem, Update,
+};
 use std::time::Duration;
 
 use crate::crypto::{Envelope, SALT_LEN};
 use crate::error::ApiError;
 use crate::policy::Owner;
+use schema::SEQUENCE;
 
 /// Attribute and index names, shared with `template.yaml` (a test checks they agree).
 pub mod schema {
@@ -38,6 +42,8 @@ pub mod schema {
         &["ownership", "clientId", "name", "scope", "ttl", "createdAt", "updatedAt", "version", "keyId", VERSION_OF];
     /// Set on a retained earlier version of a secret (to the secret's name); listings skip such items.
     pub const VERSION_OF: &str = "versionOf";
+    /// The number a secret's version sequence has handed out last (on its item in the audit table).
+    pub const SEQUENCE: &str = "seq";
     /// The `by-org` partition listing every organization (escaped ids never start with `#`).
     pub const ORGS_PARTITION: &str = "#orgs";
 }
@@ -54,10 +60,42 @@ const ARCHIVED_TTL: &str = "expiredAt";
 /// Attempts at a batch read whose keys DynamoDB leaves unprocessed (throttling).
 const BATCH_ATTEMPTS: u32 = 5;
 
-/// The sort key of a retained earlier version of `name`. Names never hold `#`, so this never collides
-/// with a secret's own sort key.
-pub fn version_key(name: &str, version: u64) -> String {
-    format!("{name}#v{version}")
+/// Versions of a secret kept readable: the current one and the four before it (KV v2's `max_versions`).
+pub const RETAINED_VERSIONS: u64 = 5;
+
+/// How long a secret's version sequence outlives its last use. Past it, the next write starts the
+/// sequence again from the version it reads (nothing is lost: the sequence only has to stay ahead of the
+/// versions stored).
+const SEQUENCE_IDLE_SECS: i64 = 86_400;
+
+/// The sort key `<name>#v<n>`. Names never hold `#`, so this never collides with a secret's own sort key.
+pub fn version_key(name: &str, n: u64) -> String {
+    format!("{name}#v{n}")
+}
+
+/// The record slot of version `v`: versions take the slots 1 to [`RETAINED_VERSIONS`] in turn, so each
+/// version's record replaces that of the version [`RETAINED_VERSIONS`] before it, and a secret never
+/// holds more records than it retains.
+pub fn record_slot(version: u64) -> u64 {
+    version.saturating_sub(1) % RETAINED_VERSIONS + 1
+}
+
+/// The sort key of version `v`'s record.
+pub fn record_key(name: &str, version: u64) -> String {
+    version_key(name, record_slot(version))
+}
+
+/// The audit-table key of the version sequence of one lifetime of a secret: `seq#<secret partition>`
+/// and `<name>#<lifetime>`. (Audit partitions are `<escaped org>#<day>`, with a single `#`.)
+fn sequence_key(org_id: &str, owner: &Owner, name: &str, lifetime: &str) -> (String, String) {
+    (format!("seq#{}", partition_key(org_id, owner)), format!("{name}#{lifetime}"))
+}
+
+/// A fresh lifetime id.
+pub fn new_lifetime() -> String {
+    let mut id = [0u8; 12];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut id);
+    hex::encode(id)
 }
 
 /// The secret name a (possibly version) sort key belongs to.
@@ -78,17 +116,6 @@ pub struct AuditFilter {
     /// Set for callers that may only see their own events: a user (any client), or an M2M client
     /// acting as itself.
     pub actor: Option<Owner>,
-}
-
-/// What a write expects to find in a secret's place.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Expect {
-    /// No item at all.
-    Absent,
-    /// An expired item at this version (replaced by a new secret).
-    Expired(u64),
-    /// A live item at this version (updated).
-    Live(u64),
 }
 
 /// Escapes one id so it can never contain the `#` separator.
@@ -155,6 +182,16 @@ pub struct SecretItem {
     pub updated_at: String,
     pub version: u64,
     pub envelope: Option<Envelope>,
+    /// The lifetime this item belongs to: a random id given when the secret is created (again after a
+    /// delete or an expiry). `None` on items written before lifetimes existed (see
+    /// [`Store::upgrade_legacy`]).
+    pub lifetime: Option<String>,
+    /// On a current item: the highest version written under an exact precondition (`If-Match: "N"`).
+    /// A write overtaken by a later version may only be recorded before it when it is above the fence.
+    pub fence: Option<u64>,
+    /// On a current item: whether its version also has its record already (written by writers that
+    /// raced, which cannot know the version they replace). Otherwise the next write archives it.
+    pub recorded: bool,
 }
 
 impl SecretItem {
@@ -164,14 +201,20 @@ impl SecretItem {
     }
 }
 
-/// What a conditional mutation came to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mutation {
+/// What a conditional write came to.
+#[derive(Debug, Clone)]
+pub enum Write {
     /// Written, together with its audit event.
     Applied,
-    /// The secret's condition did not hold (absent, present or expired, as the operation required).
-    ConditionFailed,
-    /// Another transaction touched the item at the same moment; try again.
+    /// The secret's current item is not what the write required. Holds the item as it is now (`None`:
+    /// there is none), read back from the failed condition: no extra read is needed to go on.
+    Moved(Option<Box<SecretItem>>),
+    /// The secret's sequence has already handed out this version number or a higher one (the highest).
+    SequenceAhead(u64),
+    /// The record slot of an overtaken version already holds a newer version of the same lifetime: the
+    /// version is past the retention window already.
+    SlotTaken,
+    /// Another transaction touched one of the items at the same moment; send the same write again.
     Contended,
     /// The organization salt the value was sealed under no longer exists (the organization was
     /// shredded): derive the key again and reseal.
@@ -301,25 +344,15 @@ impl Store {
         out.item.map(|item| secret_from_item(owner, &item, true)).transpose()
     }
 
-    /// Reads one retained earlier version of a secret (strongly consistent), if it is stored.
-    pub async fn get_version(
+    /// Reads the version record of `name` stored at sort key `sk` (strongly consistent), if any.
+    pub async fn get_record(
         &self,
         org_id: &str,
         owner: &Owner,
         name: &str,
-        version: u64,
+        sk: &str,
     ) -> Result<Option<SecretItem>, ApiError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.secrets_table)
-            .key(schema::PK, s(partition_key(org_id, owner)))
-            .key(schema::SK, s(version_key(name, version)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        let Some(item) = out.item else { return Ok(None) };
+        let Some(item) = self.get_item(&partition_key(org_id, owner), sk).await? else { return Ok(None) };
         let mut secret = secret_from_item(owner, &item, true)?;
         secret.name = name.to_owned();
         secret.expires_at = get_n(&item, ARCHIVED_TTL)?;
@@ -380,129 +413,382 @@ impl Store {
         Ok(found)
     }
 
-    /// Writes a secret's new current version, with its audit event, in one transaction:
-    /// - the new item, on condition `expect` (absent, or still at the version read);
-    /// - `archive`, the version it replaces, kept readable as `<name>#v<version>`;
-    /// - the deletion of the versions in `prune` (archives past the retention, or of an expired secret
-    ///   being replaced).
-    #[allow(clippy::too_many_arguments)]
-    pub async fn write_secret(
+    /// Creates a secret (a new lifetime at version 1) with its audit event, in one transaction: the
+    /// current item, on condition that there is none or that `replacing` (an expired secret) is still
+    /// what is there; the deletion of every record slot (the expired lifetime's, or records left behind
+    /// when DynamoDB's TTL deleted a secret); the audit event; the salt check.
+    pub async fn create_secret(
         &self,
         org_id: &str,
         secret: &SecretItem,
-        expect: Expect,
-        archive: Option<&SecretItem>,
-        prune: &[u64],
-        audit: Item,
-        now: i64,
-        salt: &[u8; SALT_LEN],
-    ) -> Result<Mutation, ApiError> {
-        let item = secret_item(org_id, secret, None)?;
-        let (condition, version) = match expect {
-            Expect::Absent => ("attribute_not_exists(pk)", None),
-            Expect::Expired(v) => ("version = :v AND #ttl <= :now", Some(v)),
-            Expect::Live(v) => ("version = :v AND (attribute_not_exists(#ttl) OR #ttl > :now)", Some(v)),
+        replacing: Option<&SecretItem>,
+        guard: WriteGuard<'_>,
+    ) -> Result<Write, ApiError> {
+        let mut tx = Tx::new(&secret.owner);
+        let current = Put::builder().table_name(&self.secrets_table).set_item(Some(secret_item(org_id, secret, None)?));
+        let current = match replacing {
+            None => current.condition_expression("attribute_not_exists(pk)"),
+            Some(old) => {
+                let mut c = Cond::default();
+                c.same_lifetime(old);
+                c.push("version = :v", ":v", n(old.version));
+                c.expired(guard.now);
+                c.apply_put(current)
+            }
         };
-        let mut condition = condition.to_owned();
-        let mut put = Put::builder().table_name(&self.secrets_table).set_item(Some(item));
-        if let Some(v) = version {
-            put = put
-                .expression_attribute_names("#ttl", schema::TTL)
-                .expression_attribute_values(":v", n(v))
-                .expression_attribute_values(":now", n(now));
+        tx.push(Part::Current, TransactWriteItem::builder().put(all_old_put(current)?).build());
+        let mut stale: Vec<String> = (1..=RETAINED_VERSIONS).map(|v| version_key(&secret.name, v)).collect();
+        if let Some(old) = replacing.filter(|o| o.lifetime.is_none()) {
+            stale.extend(legacy_retained(old.version).map(|v| version_key(&secret.name, v)));
         }
-        if let Some(env) = archive.and_then(|a| a.envelope.as_ref()) {
-            // The archived copy must be exactly what the item holds: not a data key the rewrap job has
-            // moved to another master key since it was read.
-            condition.push_str(" AND wrappedKey = :wrapped");
-            put = put.expression_attribute_values(":wrapped", AttributeValue::B(Blob::new(env.wrapped_key.clone())));
+        for sk in &stale {
+            tx.push(Part::Other, self.delete_by_key(org_id, &secret.owner, sk)?);
         }
-        let put = put.condition_expression(condition);
-        let put = put.build().map_err(ApiError::internal)?;
-        let mut extra = Vec::new();
-        if let Some(old) = archive {
-            let put = Put::builder()
-                .table_name(&self.secrets_table)
-                .set_item(Some(secret_item(org_id, old, Some(old.version))?))
-                .build()
-                .map_err(ApiError::internal)?;
-            extra.push(TransactWriteItem::builder().put(put).build());
-        }
-        extra.extend(self.prune_ops(org_id, &secret.owner, &secret.name, prune)?);
-        self.transact(TransactWriteItem::builder().put(put).build(), audit, Some((org_id, salt)), extra).await
+        self.transact(tx, guard).await
     }
 
-    /// Deletes a live secret still at `version`, the retained versions in `prune`, and writes its audit
-    /// event, in one transaction.
-    #[allow(clippy::too_many_arguments)]
+    /// Replaces the current version `expected` (still live, in its lifetime, holding the data key read)
+    /// by `secret`, in one transaction: the current item, on condition that it still is `expected`; the
+    /// record of `expected`, archived (while it is within the retention window of the new version); the
+    /// new version's own record when `how.recorded`, else the deletion of the record its slot held (the
+    /// version falling out of the window); the sequence moved to the new version when `how.sequence`
+    /// (on condition that it had not handed out that number yet); the audit event; the salt check.
+    pub async fn replace_secret(
+        &self,
+        org_id: &str,
+        secret: &SecretItem,
+        expected: &SecretItem,
+        how: Replace,
+        guard: WriteGuard<'_>,
+    ) -> Result<Write, ApiError> {
+        let lifetime =
+            expected.lifetime.as_deref().ok_or_else(|| ApiError::internal("replacing a secret without a lifetime"))?;
+        let wrapped = expected.envelope.as_ref().ok_or_else(|| ApiError::internal("replacing a secret unread"))?;
+        let mut c = Cond::default();
+        c.same_lifetime(expected);
+        c.push("version = :v", ":v", n(expected.version));
+        // The archived copy must be exactly what the item holds: not a data key the rewrap job has moved
+        // to another master key since it was read.
+        c.push("wrappedKey = :wrapped", ":wrapped", AttributeValue::B(Blob::new(wrapped.wrapped_key.clone())));
+        c.live(guard.now);
+        let new = SecretItem { recorded: how.recorded, ..secret.clone() };
+        let mut tx = Tx::new(&secret.owner);
+        tx.push(Part::Current, self.update_current(org_id, &new, how.fence, c)?);
+        let archive = expected.version + RETAINED_VERSIONS > secret.version;
+        if archive && !expected.recorded {
+            tx.push(Part::Other, self.put_record(org_id, expected, None)?);
+        }
+        if how.recorded {
+            tx.push(Part::Record, self.put_record(org_id, secret, None)?);
+        } else {
+            // (Never the slot just archived into: that version is within the window, so its slot differs.)
+            tx.push(Part::Other, self.delete_by_key(org_id, &secret.owner, &record_key(&secret.name, secret.version))?);
+        }
+        if how.sequence {
+            tx.push(Part::Sequence, self.advance_sequence(org_id, secret, lifetime, guard.now)?);
+        }
+        self.transact(tx, guard).await
+    }
+
+    /// Takes the next number of a lifetime's version sequence (one `UpdateItem ADD`, which concurrent
+    /// writers never fail on). A sequence not seen for a day is gone; it starts again above `floor`,
+    /// the version the writer read.
+    pub async fn next_version(
+        &self,
+        org_id: &str,
+        owner: &Owner,
+        name: &str,
+        lifetime: &str,
+        floor: u64,
+        now: i64,
+    ) -> Result<u64, ApiError> {
+        let (pk, sk) = sequence_key(org_id, owner, name, lifetime);
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.audit_table)
+            .key(schema::PK, s(pk))
+            .key(schema::SK, s(sk))
+            .update_expression("SET #n = if_not_exists(#n, :floor) + :one, #ttl = :ttl")
+            .expression_attribute_names("#n", SEQUENCE)
+            .expression_attribute_names("#ttl", schema::TTL)
+            .expression_attribute_values(":floor", n(floor))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":ttl", n(now + SEQUENCE_IDLE_SECS))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        out.attributes.as_ref().and_then(|a| get_n(a, SEQUENCE).ok().flatten()).ok_or_else(|| malformed(SEQUENCE))
+    }
+
+    /// Makes `secret` (a version number taken from the sequence) the current version, whatever version
+    /// is current now, provided it is an older one of the same live lifetime whose record exists (so
+    /// nothing needs archiving): the current item, the new version's record, the audit event, the salt
+    /// check. Concurrent writers of one secret never fail each other here but by being overtaken (a
+    /// higher number is current already).
+    pub async fn commit_secret(
+        &self,
+        org_id: &str,
+        secret: &SecretItem,
+        guard: WriteGuard<'_>,
+    ) -> Result<Write, ApiError> {
+        let mut c = Cond::default();
+        c.same_lifetime(secret);
+        c.push("version < :v AND recorded = :yes", ":v", n(secret.version));
+        c.value(":yes", AttributeValue::Bool(true));
+        c.live(guard.now);
+        let new = SecretItem { recorded: true, ..secret.clone() };
+        let mut tx = Tx::new(&secret.owner);
+        tx.push(Part::Current, self.update_current(org_id, &new, false, c)?);
+        tx.push(Part::Record, self.put_record(org_id, secret, None)?);
+        self.transact(tx, guard).await
+    }
+
+    /// Records `secret`, whose version was overtaken by a higher one already current, as the earlier
+    /// version it is: its record (unless `retained` is false: the version is past the window) and its
+    /// audit event, on condition that the lifetime still holds and that no version written under an
+    /// exact precondition lies above it.
+    pub async fn record_overtaken(
+        &self,
+        org_id: &str,
+        secret: &SecretItem,
+        retained: bool,
+        guard: WriteGuard<'_>,
+    ) -> Result<Write, ApiError> {
+        let lifetime =
+            secret.lifetime.as_deref().ok_or_else(|| ApiError::internal("recording a write without a lifetime"))?;
+        let mut c = Cond::default();
+        c.same_lifetime(secret);
+        c.push("version > :v AND (attribute_not_exists(fence) OR fence < :v)", ":v", n(secret.version));
+        let check = c.apply_check(
+            ConditionCheck::builder()
+                .table_name(&self.secrets_table)
+                .key(schema::PK, s(partition_key(org_id, &secret.owner)))
+                .key(schema::SK, s(&secret.name))
+                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld),
+        );
+        let mut tx = Tx::new(&secret.owner);
+        tx.push(
+            Part::Current,
+            TransactWriteItem::builder().condition_check(check.build().map_err(ApiError::internal)?).build(),
+        );
+        if retained {
+            // The slot may hold this version's predecessor there, or one of another lifetime; never a
+            // newer version of this one.
+            let mut slot = Cond::default();
+            slot.raw("attribute_not_exists(pk) OR attribute_not_exists(lifetime) OR lifetime <> :g OR version < :v");
+            slot.value(":g", s(lifetime));
+            slot.value(":v", n(secret.version));
+            tx.push(Part::Record, self.put_record(org_id, secret, Some(slot))?);
+        }
+        self.transact(tx, guard).await
+    }
+
+    /// Deletes the live secret `current` (still at its version, in its lifetime), every record of its
+    /// versions, and writes its audit event, in one transaction.
     pub async fn delete_secret(
         &self,
         org_id: &str,
-        owner: &Owner,
-        name: &str,
-        version: u64,
-        prune: &[u64],
+        current: &SecretItem,
         audit: Item,
         now: i64,
-    ) -> Result<Mutation, ApiError> {
-        let delete = Delete::builder()
+    ) -> Result<Write, ApiError> {
+        let mut c = Cond::default();
+        c.same_lifetime(current);
+        c.push("version = :v", ":v", n(current.version));
+        c.live(now);
+        let delete = c.apply_delete(
+            Delete::builder()
+                .table_name(&self.secrets_table)
+                .key(schema::PK, s(partition_key(org_id, &current.owner)))
+                .key(schema::SK, s(&current.name))
+                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld),
+        );
+        let mut tx = Tx::new(&current.owner);
+        tx.push(
+            Part::Current,
+            TransactWriteItem::builder().delete(delete.build().map_err(ApiError::internal)?).build(),
+        );
+        let mut records: Vec<String> = (1..=RETAINED_VERSIONS).map(|v| version_key(&current.name, v)).collect();
+        if current.lifetime.is_none() {
+            records.extend(legacy_retained(current.version).map(|v| version_key(&current.name, v)));
+        }
+        records.sort();
+        records.dedup();
+        for sk in &records {
+            tx.push(Part::Other, self.delete_by_key(org_id, &current.owner, sk)?);
+        }
+        self.transact(tx, WriteGuard { audit, now, salt: None }).await
+    }
+
+    /// Gives a live secret written before lifetimes existed (current item without `lifetime`, retained
+    /// versions at `<name>#v<n>`) the layout every write expects: a lifetime, and its retained versions
+    /// in their record slots.
+    /// Changes no value and no version, so it is not audited; it happens once per such secret, on its
+    /// first write. Returns the secret as it is now.
+    pub async fn upgrade_legacy(&self, org_id: &str, current: &SecretItem) -> Result<Option<SecretItem>, ApiError> {
+        let lifetime = new_lifetime();
+        let envelope = current.envelope.as_ref().ok_or_else(|| ApiError::internal("a write without an envelope"))?;
+        let pk = partition_key(org_id, &current.owner);
+        let mut tx = Tx::new(&current.owner);
+        let update = Update::builder()
             .table_name(&self.secrets_table)
-            .key(schema::PK, s(partition_key(org_id, owner)))
-            .key(schema::SK, s(name))
-            .condition_expression("version = :v AND (attribute_not_exists(#ttl) OR #ttl > :now)")
-            .expression_attribute_names("#ttl", schema::TTL)
-            .expression_attribute_values(":v", n(version))
-            .expression_attribute_values(":now", n(now))
+            .key(schema::PK, s(&pk))
+            .key(schema::SK, s(&current.name))
+            .update_expression("SET lifetime = :g")
+            .condition_expression("attribute_not_exists(lifetime) AND version = :v AND wrappedKey = :w")
+            .expression_attribute_values(":g", s(&lifetime))
+            .expression_attribute_values(":v", n(current.version))
+            .expression_attribute_values(":w", AttributeValue::B(Blob::new(envelope.wrapped_key.clone())))
             .build()
             .map_err(ApiError::internal)?;
-        let extra = self.prune_ops(org_id, owner, name, prune)?;
-        self.transact(TransactWriteItem::builder().delete(delete).build(), audit, None, extra).await
+        tx.push(Part::Current, TransactWriteItem::builder().update(update).build());
+        for v in current.version.saturating_sub(RETAINED_VERSIONS - 1).max(1)..current.version {
+            let old_key = version_key(&current.name, v);
+            let Some(old) = self.get_item(&pk, &old_key).await? else { continue };
+            let mut record = secret_from_item(&current.owner, &old, true)?;
+            if record.version != v || record.created_at != current.created_at {
+                continue;
+            }
+            record.name.clone_from(&current.name);
+            record.expires_at = get_n(&old, ARCHIVED_TTL)?;
+            record.lifetime = Some(lifetime.clone());
+            let wrapped = record.envelope.as_ref().map(|e| e.wrapped_key.clone()).unwrap_or_default();
+            // Moved only while it holds the data key read (the rewrap job may be at work meanwhile).
+            let mut unchanged = Cond::default();
+            unchanged.push("wrappedKey = :w", ":w", AttributeValue::B(Blob::new(wrapped)));
+            if old_key == record_key(&current.name, v) {
+                tx.push(Part::Other, self.put_record(org_id, &record, Some(unchanged))?);
+            } else {
+                tx.push(Part::Other, self.put_record(org_id, &record, None)?);
+                let delete = unchanged.apply_delete(
+                    Delete::builder()
+                        .table_name(&self.secrets_table)
+                        .key(schema::PK, s(&pk))
+                        .key(schema::SK, s(&old_key)),
+                );
+                tx.push(
+                    Part::Other,
+                    TransactWriteItem::builder().delete(delete.build().map_err(ApiError::internal)?).build(),
+                );
+            }
+        }
+        match self.send(tx).await? {
+            Sent::Done | Sent::Failed(_) | Sent::Conflict => {}
+        }
+        self.get_secret(org_id, &current.owner, &current.name).await
     }
 
-    fn prune_ops(
+    async fn get_item(&self, pk: &str, sk: &str) -> Result<Option<Item>, ApiError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.secrets_table)
+            .key(schema::PK, s(pk))
+            .key(schema::SK, s(sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(out.item)
+    }
+
+    /// The current item's write: an `Update` that sets every attribute of `secret` (and removes the
+    /// expiry when it has none), so the fence, which only exact writes set, is kept.
+    fn update_current(
         &self,
         org_id: &str,
-        owner: &Owner,
-        name: &str,
-        prune: &[u64],
-    ) -> Result<Vec<TransactWriteItem>, ApiError> {
-        prune
-            .iter()
-            .map(|&v| {
-                Delete::builder()
-                    .table_name(&self.secrets_table)
-                    .key(schema::PK, s(partition_key(org_id, owner)))
-                    .key(schema::SK, s(version_key(name, v)))
-                    .build()
-                    .map(|d| TransactWriteItem::builder().delete(d).build())
-                    .map_err(ApiError::internal)
-            })
-            .collect()
+        secret: &SecretItem,
+        fence: bool,
+        mut cond: Cond,
+    ) -> Result<TransactWriteItem, ApiError> {
+        let mut item = secret_item(org_id, secret, None)?;
+        item.remove(schema::PK);
+        item.remove(schema::SK);
+        if fence {
+            item.insert("fence".into(), n(secret.version));
+        }
+        item.insert("recorded".into(), AttributeValue::Bool(secret.recorded));
+        let mut sets = Vec::new();
+        for (i, (attr, value)) in item.into_iter().enumerate() {
+            sets.push(format!("#u{i} = :u{i}"));
+            cond.names.insert(format!("#u{i}"), attr);
+            cond.values.insert(format!(":u{i}"), value);
+        }
+        let mut expression = format!("SET {}", sets.join(", "));
+        if secret.expires_at.is_none() {
+            expression.push_str(" REMOVE #ttl");
+            cond.names.insert("#ttl".into(), schema::TTL.into());
+        }
+        let update = Update::builder()
+            .table_name(&self.secrets_table)
+            .key(schema::PK, s(partition_key(org_id, &secret.owner)))
+            .key(schema::SK, s(&secret.name))
+            .update_expression(expression)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        Ok(TransactWriteItem::builder().update(cond.apply_update(update).build().map_err(ApiError::internal)?).build())
     }
 
-    /// Writes `secret_op` and the audit item in one transaction, so neither exists without the other,
-    /// together with `extra` unconditional writes (archived versions). With `salt_guard`, the
-    /// transaction also requires the organization's salt to still be the one the value was sealed
-    /// under, so no write is ever accepted under a shredded salt.
-    async fn transact(
+    /// The put of `secret`'s version record, unconditional unless `cond` is given.
+    fn put_record(&self, org_id: &str, secret: &SecretItem, cond: Option<Cond>) -> Result<TransactWriteItem, ApiError> {
+        let put = Put::builder().table_name(&self.secrets_table).set_item(Some(secret_item(
+            org_id,
+            secret,
+            Some(secret.version),
+        )?));
+        let put = match cond {
+            Some(c) => c.apply_put(put),
+            None => put,
+        };
+        Ok(TransactWriteItem::builder().put(put.build().map_err(ApiError::internal)?).build())
+    }
+
+    /// Moves a lifetime's sequence to `secret.version`, on condition that it is below it.
+    fn advance_sequence(
         &self,
-        secret_op: TransactWriteItem,
-        audit: Item,
-        salt_guard: Option<(&str, &[u8; SALT_LEN])>,
-        extra: Vec<TransactWriteItem>,
-    ) -> Result<Mutation, ApiError> {
+        org_id: &str,
+        secret: &SecretItem,
+        lifetime: &str,
+        now: i64,
+    ) -> Result<TransactWriteItem, ApiError> {
+        let (pk, sk) = sequence_key(org_id, &secret.owner, &secret.name, lifetime);
+        let update = Update::builder()
+            .table_name(&self.audit_table)
+            .key(schema::PK, s(pk))
+            .key(schema::SK, s(sk))
+            .update_expression("SET #n = :v, #ttl = :ttl")
+            .condition_expression("attribute_not_exists(#n) OR #n < :v")
+            .expression_attribute_names("#n", SEQUENCE)
+            .expression_attribute_names("#ttl", schema::TTL)
+            .expression_attribute_values(":v", n(secret.version))
+            .expression_attribute_values(":ttl", n(now + SEQUENCE_IDLE_SECS))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(ApiError::internal)?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+
+    fn delete_by_key(&self, org_id: &str, owner: &Owner, sk: &str) -> Result<TransactWriteItem, ApiError> {
+        Delete::builder()
+            .table_name(&self.secrets_table)
+            .key(schema::PK, s(partition_key(org_id, owner)))
+            .key(schema::SK, s(sk))
+            .build()
+            .map(|d| TransactWriteItem::builder().delete(d).build())
+            .map_err(ApiError::internal)
+    }
+
+    /// Sends `tx` with the audit event and (when given) the salt check, and says what came of it.
+    async fn transact(&self, mut tx: Tx, guard: WriteGuard<'_>) -> Result<Write, ApiError> {
         let audit_put = Put::builder()
             .table_name(&self.audit_table)
-            .set_item(Some(audit))
+            .set_item(Some(guard.audit))
             .condition_expression("attribute_not_exists(pk)")
             .build()
             .map_err(ApiError::internal)?;
-        let mut request = self
-            .client
-            .transact_write_items()
-            .transact_items(secret_op)
-            .transact_items(TransactWriteItem::builder().put(audit_put).build());
-        if let Some((org_id, salt)) = salt_guard {
+        tx.push(Part::Audit, TransactWriteItem::builder().put(audit_put).build());
+        if let Some((org_id, salt)) = guard.salt {
             let check = ConditionCheck::builder()
                 .table_name(&self.secrets_table)
                 .key(schema::PK, s(salt_key(org_id)))
@@ -511,30 +797,58 @@ impl Store {
                 .expression_attribute_values(":salt", AttributeValue::B(Blob::new(salt.to_vec())))
                 .build()
                 .map_err(ApiError::internal)?;
-            request = request.transact_items(TransactWriteItem::builder().condition_check(check).build());
+            tx.push(Part::Salt, TransactWriteItem::builder().condition_check(check).build());
         }
-        for op in extra {
-            request = request.transact_items(op);
+        let owner = tx.owner.clone();
+        match self.send(tx).await? {
+            Sent::Done => Ok(Write::Applied),
+            Sent::Conflict => Ok(Write::Contended),
+            Sent::Failed(failed) => {
+                let find = |part: Part| failed.iter().find(|(p, _)| *p == part).map(|(_, item)| item);
+                if find(Part::Salt).is_some() {
+                    Ok(Write::SaltChanged)
+                } else if let Some(item) = find(Part::Current) {
+                    let now = item.as_ref().map(|i| secret_from_item(&owner, i, true)).transpose()?;
+                    Ok(Write::Moved(now.map(Box::new)))
+                } else if let Some(item) = find(Part::Sequence) {
+                    let at = item.as_ref().and_then(|i| get_n::<u64>(i, SEQUENCE).ok().flatten()).unwrap_or(0);
+                    Ok(Write::SequenceAhead(at))
+                } else if find(Part::Record).is_some() {
+                    Ok(Write::SlotTaken)
+                } else {
+                    // An audit id taken twice, or a record that moved during an upgrade: send it again.
+                    Ok(Write::Contended)
+                }
+            }
         }
-        let res = request.send().await;
-        match res {
-            Ok(_) => Ok(Mutation::Applied),
+    }
+
+    /// Sends a transaction. `Failed` lists the parts whose condition failed, with the item each found
+    /// (when DynamoDB returned it).
+    async fn send(&self, tx: Tx) -> Result<Sent, ApiError> {
+        let parts: Vec<Part> = tx.items.iter().map(|(p, _)| *p).collect();
+        let request =
+            self.client.transact_write_items().set_transact_items(Some(tx.items.into_iter().map(|(_, i)| i).collect()));
+        match request.send().await {
+            Ok(_) => Ok(Sent::Done),
             Err(SdkError::ServiceError(ctx)) => match ctx.err() {
                 TransactWriteItemsError::TransactionCanceledException(tc) => {
-                    let codes: Vec<&str> =
-                        tc.cancellation_reasons().iter().map(|r| r.code().unwrap_or("None")).collect();
-                    let code = |i: usize| codes.get(i).copied().unwrap_or("None");
-                    if salt_guard.is_some() && code(2) == "ConditionalCheckFailed" {
-                        Ok(Mutation::SaltChanged)
-                    } else if code(0) == "ConditionalCheckFailed" {
-                        Ok(Mutation::ConditionFailed)
-                    } else if codes.contains(&"TransactionConflict") {
-                        Ok(Mutation::Contended)
+                    let reasons = tc.cancellation_reasons();
+                    let failed: Vec<(Part, Option<Item>)> = reasons
+                        .iter()
+                        .zip(&parts)
+                        .filter(|(r, _)| r.code() == Some("ConditionalCheckFailed"))
+                        .map(|(r, p)| (*p, r.item().cloned()))
+                        .collect();
+                    if !failed.is_empty() {
+                        Ok(Sent::Failed(failed))
+                    } else if reasons.iter().any(|r| r.code() == Some("TransactionConflict")) {
+                        Ok(Sent::Conflict)
                     } else {
                         Err(ApiError::unavailable(SdkError::ServiceError(ctx)))
                     }
                 }
-                TransactWriteItemsError::TransactionInProgressException(_) => Ok(Mutation::Contended),
+                TransactWriteItemsError::TransactionInProgressException(_) => Ok(Sent::Conflict),
                 _ => Err(unavailable(SdkError::ServiceError(ctx))),
             },
             Err(e) => Err(unavailable(e)),
@@ -895,12 +1209,176 @@ impl Store {
     }
 }
 
-/// The full item of `secret`: its current version (`archived = None`) or a retained earlier version.
-fn secret_item(org_id: &str, secret: &SecretItem, archived: Option<u64>) -> Result<Item, ApiError> {
+/// What every secret write carries besides its items: its audit event (written in the same
+/// transaction, so neither exists without the other), the time its conditions are judged at, and the
+/// organization salt the value was sealed under (checked in the same transaction, so no value is ever
+/// stored under a shredded salt).
+#[derive(Debug)]
+pub struct WriteGuard<'a> {
+    pub audit: Item,
+    pub now: i64,
+    pub salt: Option<(&'a str, &'a [u8; SALT_LEN])>,
+}
+
+/// How [`Store::replace_secret`] writes the new version.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Replace {
+    /// Written under an exact precondition: the version becomes the fence.
+    pub fence: bool,
+    /// Write the new version's own record too (a writer that raced, which cannot know what will
+    /// replace it).
+    pub recorded: bool,
+    /// Move the sequence to the new version (which did not come from it).
+    pub sequence: bool,
+}
+
+/// The role of one item of a write transaction, to read its cancellation reasons by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Current,
+    Record,
+    Sequence,
+    Audit,
+    Salt,
+    Other,
+}
+
+/// A write transaction being built: its items in order, each with its role.
+struct Tx {
+    owner: Owner,
+    items: Vec<(Part, TransactWriteItem)>,
+}
+
+impl Tx {
+    fn new(owner: &Owner) -> Self {
+        Self { owner: owner.clone(), items: Vec::new() }
+    }
+
+    fn push(&mut self, part: Part, item: TransactWriteItem) {
+        self.items.push((part, item));
+    }
+}
+
+/// What sending a transaction came to.
+enum Sent {
+    Done,
+    /// Another transaction held one of the items.
+    Conflict,
+    /// These parts' conditions failed, each with the item it found.
+    Failed(Vec<(Part, Option<Item>)>),
+}
+
+/// A condition expression being built, with its names and values.
+#[derive(Debug, Default)]
+struct Cond {
+    parts: Vec<String>,
+    names: HashMap<String, String>,
+    values: HashMap<String, AttributeValue>,
+}
+
+impl Cond {
+    fn push(&mut self, expression: &str, key: &str, value: AttributeValue) {
+        self.raw(expression);
+        self.value(key, value);
+    }
+
+    fn raw(&mut self, expression: &str) {
+        self.parts.push(format!("({expression})"));
+    }
+
+    fn value(&mut self, key: &str, value: AttributeValue) {
+        self.values.insert(key.to_owned(), value);
+    }
+
+    /// The item belongs to `item`'s lifetime (for an item written before lifetimes: the same creation).
+    fn same_lifetime(&mut self, item: &SecretItem) {
+        match &item.lifetime {
+            Some(lifetime) => self.push("lifetime = :lifetime", ":lifetime", s(lifetime)),
+            None => {
+                self.push("attribute_not_exists(lifetime) AND createdAt = :created", ":created", s(&item.created_at))
+            }
+        }
+    }
+
+    fn live(&mut self, now: i64) {
+        self.names.insert("#ttl".into(), schema::TTL.into());
+        self.push("attribute_not_exists(#ttl) OR #ttl > :now", ":now", n(now));
+    }
+
+    fn expired(&mut self, now: i64) {
+        self.names.insert("#ttl".into(), schema::TTL.into());
+        self.push("#ttl <= :now", ":now", n(now));
+    }
+
+    fn expression(&self) -> String {
+        self.parts.join(" AND ")
+    }
+
+    fn names(&self) -> Option<HashMap<String, String>> {
+        (!self.names.is_empty()).then(|| self.names.clone())
+    }
+
+    fn values(&self) -> Option<HashMap<String, AttributeValue>> {
+        (!self.values.is_empty()).then(|| self.values.clone())
+    }
+
+    fn apply_put(
+        self,
+        b: aws_sdk_dynamodb::types::builders::PutBuilder,
+    ) -> aws_sdk_dynamodb::types::builders::PutBuilder {
+        b.condition_expression(self.expression())
+            .set_expression_attribute_names(self.names())
+            .set_expression_attribute_values(self.values())
+    }
+
+    fn apply_update(
+        self,
+        b: aws_sdk_dynamodb::types::builders::UpdateBuilder,
+    ) -> aws_sdk_dynamodb::types::builders::UpdateBuilder {
+        let b = b.set_expression_attribute_names(self.names()).set_expression_attribute_values(self.values());
+        if self.parts.is_empty() { b } else { b.condition_expression(self.expression()) }
+    }
+
+    fn apply_delete(
+        self,
+        b: aws_sdk_dynamodb::types::builders::DeleteBuilder,
+    ) -> aws_sdk_dynamodb::types::builders::DeleteBuilder {
+        b.condition_expression(self.expression())
+            .set_expression_attribute_names(self.names())
+            .set_expression_attribute_values(self.values())
+    }
+
+    fn apply_check(
+        self,
+        b: aws_sdk_dynamodb::types::builders::ConditionCheckBuilder,
+    ) -> aws_sdk_dynamodb::types::builders::ConditionCheckBuilder {
+        b.condition_expression(self.expression())
+            .set_expression_attribute_names(self.names())
+            .set_expression_attribute_values(self.values())
+    }
+}
+
+/// A put of the current item that returns the item found when its condition fails.
+fn all_old_put(put: aws_sdk_dynamodb::types::builders::PutBuilder) -> Result<Put, ApiError> {
+    put.return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+        .build()
+        .map_err(ApiError::internal)
+}
+
+/// Versions of a secret written before record slots, retained at a key other than their slot's
+/// (`<name>#v<n>` with n above [`RETAINED_VERSIONS`]), when `version` was current.
+fn legacy_retained(version: u64) -> impl Iterator<Item = u64> {
+    (version.saturating_sub(RETAINED_VERSIONS - 1).max(1)..version).filter(|v| *v > RETAINED_VERSIONS)
+}
+
+/// The full item of `secret`: its current item (`record = None`), or the record of its version
+/// (`Some(version)`), kept in that version's record slot.
+fn secret_item(org_id: &str, secret: &SecretItem, record: Option<u64>) -> Result<Item, ApiError> {
+    let archived = record;
     let env = secret.envelope.as_ref().ok_or_else(|| ApiError::internal("a write without an envelope"))?;
-    let sk = match archived {
+    let sk = match record {
         None => secret.name.clone(),
-        Some(v) => version_key(&secret.name, v),
+        Some(v) => record_key(&secret.name, v),
     };
     let mut item = Item::new();
     item.insert(schema::PK.into(), s(partition_key(org_id, &secret.owner)));
@@ -922,6 +1400,9 @@ fn secret_item(org_id: &str, secret: &SecretItem, archived: Option<u64>) -> Resu
     item.insert("createdAt".into(), s(&secret.created_at));
     item.insert("updatedAt".into(), s(&secret.updated_at));
     item.insert("version".into(), n(secret.version));
+    if let Some(lifetime) = &secret.lifetime {
+        item.insert("lifetime".into(), s(lifetime));
+    }
     insert_envelope(&mut item, env);
     Ok(item)
 }
@@ -962,6 +1443,9 @@ fn secret_from_item(owner: &Owner, item: &Item, with_envelope: bool) -> Result<S
         updated_at: get_s(item, "updatedAt")?.to_owned(),
         version: get_n(item, "version")?.unwrap_or(1),
         envelope,
+        lifetime: item.get("lifetime").and_then(|v| v.as_s().ok()).cloned(),
+        fence: get_n(item, "fence")?,
+        recorded: item.get("recorded").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false),
     })
 }
 

@@ -614,8 +614,14 @@ impl TestVault {
     /// A vault over the same server whose every DynamoDB request is recorded; built as a function that
     /// needs keys (`KeyUse::Required`) or one that never reads them (the audit reader).
     pub async fn recorded(&self, keys: token_vault::config::KeyUse) -> (Vault, CallLog) {
+        Self::recorded_over(&self.client, keys).await
+    }
+
+    /// A vault over `client` (this server's, or one through a [`Proxy`]) that records every DynamoDB
+    /// request it sends.
+    pub async fn recorded_over(client: &Client, keys: token_vault::config::KeyUse) -> (Vault, CallLog) {
         let log = CallLog::default();
-        let client = Client::from_conf(self.client.config().to_builder().interceptor(log.clone()).build());
+        let client = Client::from_conf(client.config().to_builder().interceptor(log.clone()).build());
         (Vault::new(config_for(&[], keys), client).await.expect("vault builds"), log)
     }
 }

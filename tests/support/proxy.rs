@@ -1,6 +1,7 @@
 //! A fault-injecting HTTP proxy on loopback, in front of the test's DynamoDB-compatible server: it can
-//! delay responses, or answer with DynamoDB errors (throttling, 500s) instead of forwarding. It counts the requests it receives, so a test can see
-//! how often the SDK retried.
+//! delay responses, answer with DynamoDB errors (throttling, 500s) instead of forwarding, or hold one
+//! request until the test lets it go (to make a race happen exactly, not by timing). It counts the
+//! requests it receives, so a test can see how often the SDK retried.
 //!
 //! Every forwarded request is sent upstream with `connection: close` and relayed back with it, so each
 //! request has its own connection and no pooled connection is ever reused after the proxy closed it.
@@ -49,6 +50,26 @@ struct State {
     fail_all: std::sync::Mutex<Option<Fault>>,
     next_fault: std::sync::Mutex<Fault>,
     refuse_matching: std::sync::Mutex<Option<(Vec<u8>, Fault)>>,
+    hold: std::sync::Mutex<Option<(Vec<u8>, Hold)>>,
+}
+
+/// A request held by the proxy (see [`Proxy::hold_next`]).
+#[derive(Debug, Clone, Default)]
+pub struct Hold {
+    arrived: Arc<tokio::sync::Notify>,
+    release: Arc<tokio::sync::Notify>,
+}
+
+impl Hold {
+    /// Waits until the held request has reached the proxy (it has not been forwarded).
+    pub async fn arrived(&self) {
+        self.arrived.notified().await;
+    }
+
+    /// Forwards the held request.
+    pub fn release(&self) {
+        self.release.notify_one();
+    }
 }
 
 /// A running proxy; it stops with the test's runtime.
@@ -72,6 +93,7 @@ impl Proxy {
             fail_all: std::sync::Mutex::new(None),
             next_fault: std::sync::Mutex::new(Fault::Throttling),
             refuse_matching: std::sync::Mutex::new(None),
+            hold: std::sync::Mutex::new(None),
         });
         let shared = state.clone();
         tokio::spawn(async move {
@@ -108,6 +130,14 @@ impl Proxy {
         self.state.fail_next.store(n, Ordering::SeqCst);
     }
 
+    /// Holds the next request whose raw bytes contain `needle` (an operation such as
+    /// `TransactWriteItems`) until the returned hold is released; every other request goes on.
+    pub fn hold_next(&self, needle: &str) -> Hold {
+        let hold = Hold::default();
+        *self.state.hold.lock().unwrap() = Some((needle.as_bytes().to_vec(), hold.clone()));
+        hold
+    }
+
     /// Answers every request with `fault` (`None`: forward again).
     pub fn fail_all(&self, fault: Option<Fault>) {
         *self.state.fail_all.lock().unwrap() = fault;
@@ -131,6 +161,17 @@ async fn serve(mut conn: TcpStream, state: Arc<State>) -> std::io::Result<()> {
     });
     if let Some(fault) = injected {
         return conn.write_all(fault.response().as_bytes()).await;
+    }
+    let held = {
+        let mut hold = state.hold.lock().unwrap();
+        match hold.as_ref() {
+            Some((needle, _)) if find(&request, needle).is_some() => hold.take().map(|(_, h)| h),
+            _ => None,
+        }
+    };
+    if let Some(hold) = held {
+        hold.arrived.notify_one();
+        hold.release.notified().await;
     }
     let delay = state.delay_ms.load(Ordering::SeqCst);
     if delay > 0 {
