@@ -91,6 +91,25 @@ load_dev_env() {
   export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-local}"
 }
 
+# The Lambda functions: every package under functions/, from `cargo metadata` (the one list). With
+# `http`, only those serving HTTP; with `jobs`, only the operator jobs (`[package.metadata.token-vault]
+# job = true`).
+function_crates() {
+  cargo metadata --no-deps --format-version 1 --locked | python3 -c '
+import json, sys
+kind = sys.argv[1]
+for p in sorted(json.load(sys.stdin)["packages"], key=lambda p: p["name"]):
+    if "/functions/" not in p["manifest_path"]:
+        continue
+    job = bool(((p.get("metadata") or {}).get("token-vault") or {}).get("job"))
+    if kind == "all" or (kind == "jobs") == job:
+        print(p["name"])
+' "${1:-all}"
+}
+
+# `-p NAME` for each of the named packages.
+package_args() { for p in "$@"; do printf -- '-p %s ' "$p"; done; }
+
 # Waits until something listens on host:port, or fails after $3 seconds.
 wait_for_port() {
   local host="$1" port="$2" secs="${3:-60}"

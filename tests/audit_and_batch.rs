@@ -4,8 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use serde_json::{Value, json};
-use token_vault::audit::{AuditEvent, EventKind, RequestMeta};
-use token_vault::auth::{Principal, TokenKind};
+use token_vault::{AuditEvent, EventKind, Principal, RequestMeta, TokenKind, table::ToItem};
 use vault_tests::*;
 
 fn batch(token: &str, body: Value) -> Call {
@@ -67,7 +66,7 @@ async fn batch_get_returns_what_the_caller_may_read_and_says_why_not_for_the_res
 
     // As few DynamoDB calls as the limits allow: 20 names of a user token (40 candidate items) are one
     // BatchGetItem, and their audit events one transaction (the organization key is cached by then).
-    let (counted, calls) = t.recorded(token_vault::config::KeyUse::Required).await;
+    let (counted, calls) = t.recorded(token_vault::KeyUse::Required).await;
     let twenty: Vec<String> =
         ["mine", "shared"].into_iter().map(str::to_owned).chain((0..18).map(|i| format!("n{i}"))).collect();
     send_to(&counted, batch(&u1, json!({ "names": twenty }))).await;
@@ -111,8 +110,7 @@ async fn batch_get_validates_its_body_and_fails_closed() {
     assert_eq!(r.status, 401);
 
     // A tampered value is reported for that name alone, audited, never returned.
-    let pk =
-        token_vault::store::partition_key("org1", &token_vault::policy::Owner::App { client_id: "client-a".into() });
+    let pk = token_vault::table::partition_key("org1", &token_vault::Owner::App { client_id: "client-a".into() });
     t.send(put(&tok, json!({"name": "tampered", "value": "tampered-value"}))).await;
     let mut item = t.secret_item(&pk, "tampered").await.unwrap();
     let mut ct = item["ciphertext"].as_b().unwrap().as_ref().to_vec();

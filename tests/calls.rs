@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use serde_json::json;
-use token_vault::config::KeyUse;
+use token_vault::KeyUse;
 use vault_tests::*;
 
 #[tokio::test]

@@ -93,7 +93,7 @@ async fn a_jwks_that_errs_redirects_is_oversized_or_hangs_teaches_no_keys() {
     let (good_url, _) = serve_jwks().await;
     // The real key set padded past the 256 KiB cap with an ignored member.
     let padded = JWKS.trim_end().strip_suffix('}').unwrap().to_owned()
-        + &format!(r#","padding":"{}"}}"#, "x".repeat(token_vault::auth::MAX_JWKS_BYTES));
+        + &format!(r#","padding":"{}"}}"#, "x".repeat(token_vault::limits::MAX_JWKS_BYTES));
     let cases = [
         (
             "an HTTP 500",

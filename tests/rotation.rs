@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::json;
-use token_vault::Vault;
-use token_vault::operations::RewrapOptions;
+use token_vault::{RewrapOptions, Vault};
 use vault_tests::*;
 
 const NEW_KEY: &str = "9a8b7c6d5e4f30211203f4e5d6c7b8a99a8b7c6d5e4f30211203f4e5d6c7b8a9";
@@ -231,7 +230,7 @@ async fn shredding_destroys_an_organization_for_good() {
     assert_eq!(send_to(&other_container, get(&doomed[0].0, &doomed[0].1)).await.status, 200);
 
     let err = t.vault.shred_org("doomed", "kept").await.unwrap_err();
-    assert_eq!((err.status(), err.code()), (400, "confirmation_required"));
+    assert_eq!((err.status(), err.code().as_str()), (400, "confirmation_required"));
     assert_eq!(t.send(get(&doomed[0].0, &doomed[0].1)).await.status, 200, "a refused shred changes nothing");
 
     let report = t.vault.shred_org("doomed", "doomed").await.unwrap();

@@ -4,7 +4,7 @@
 
 use aws_sdk_dynamodb::Client;
 use serde_yaml::Value;
-use token_vault::store::schema;
+use token_vault::table::schema;
 use vault_tests::*;
 
 fn template() -> Value {
@@ -85,6 +85,20 @@ fn every_function_is_built_from_its_crate_and_routed() {
         ("PortalFunction", "portal", "GET", "/portal/vault"),
         ("PortalFunction", "portal", "GET", "/vault/openapi.json"),
     ];
+    // Every crate under functions/ (the one list of functions, which the scripts read through `cargo
+    // metadata`) is a function of the template, and every function of the template is such a crate.
+    let crates: std::collections::BTreeSet<String> =
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../functions"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+    let binaries: std::collections::BTreeSet<String> = t["Resources"]
+        .as_mapping()
+        .unwrap()
+        .values()
+        .filter_map(|r| r["Metadata"]["BuildProperties"]["Binary"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(crates, binaries, "functions/ and template.yaml name the same functions");
     let cargo = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml")).unwrap();
     for (resource, binary, method, path) in expected {
         let f = &t["Resources"][resource];
@@ -234,8 +248,8 @@ fn allowed(t: &Value, resource: &str) -> Vec<(String, String)> {
 /// a path the tests know, and no function holds a permission it does not use. No function ever scans.
 #[tokio::test]
 async fn every_function_calls_dynamodb_only_as_its_policy_allows() {
-    use token_vault::config::KeyUse;
-    use token_vault::operations::RewrapOptions;
+    use token_vault::KeyUse;
+    use token_vault::RewrapOptions;
     let tv = TestVault::start().await;
     let t = template();
     let app = m2m("org-iam", "client-a");

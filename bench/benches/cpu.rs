@@ -8,10 +8,7 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
-use token_vault::auth::TokenVerifier;
-use token_vault::config::{JwtConfig, JwtKeySource};
-use token_vault::crypto::{Binding, MasterKey};
-use token_vault::policy::Owner;
+use token_vault::{Binding, JwtConfig, JwtKeySource, MasterKey, Owner, TokenVerifier};
 use vault_tests::{AUDIENCE, HS256_SECRET, ISSUER, MASTER_KEY, TestVault};
 
 const RSA_KEY: &[u8] = include_bytes!("../../tests/fixtures/rsa-test-key.pem");
@@ -26,7 +23,7 @@ fn jwt_config(keys: JwtKeySource) -> JwtConfig {
         issuer: ISSUER.into(),
         audience: AUDIENCE.into(),
         keys,
-        jwks_min_refresh: token_vault::auth::JWKS_REFRESH_INTERVAL,
+        jwks_min_refresh: token_vault::JWKS_REFRESH_INTERVAL,
     }
 }
 
@@ -95,7 +92,7 @@ fn requests(c: &mut Criterion) {
     c.bench_function("request: parse event, verify HS256, validate a 1 KiB body, build the response", |b| {
         b.to_async(&rt).iter(|| async {
             let req = lambda_http::request::from_str(black_box(&event)).unwrap();
-            let resp = token_vault::http::handle(&t.vault, token_vault::Operation::Create, req).await;
+            let resp = token_vault::handle(&t.vault, token_vault::Operation::Create, req).await;
             assert_eq!(resp.status(), 400);
         })
     });

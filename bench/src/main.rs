@@ -22,11 +22,10 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use token_vault::audit::{AuditEvent, EventKind, RequestMeta};
-use token_vault::auth::{Principal, TokenKind};
-use token_vault::crypto::{Binding, MasterKey};
-use token_vault::policy::Owner;
-use token_vault::store::{AuditFilter, SecretItem, Store, WriteGuard, new_lifetime, record_key};
+use token_vault::{
+    AuditEvent, Binding, EventKind, MasterKey, Owner, Principal, RequestMeta, TokenKind,
+    table::{AuditDay, AuditFilter, SecretItem, Store, ToItem, WriteGuard, new_lifetime, record_key},
+};
 use vault_tests::{AUDIT_TABLE, Call, HS256_SECRET, MASTER_KEY, SECRETS_TABLE, TestVault, send_to};
 
 use runtime_api::{Invocation, RuntimeApi};
@@ -253,7 +252,7 @@ async fn measure(
 struct Floor {
     store: Store,
     principal: Principal,
-    key: token_vault::crypto::OrgKey,
+    key: token_vault::OrgKey,
     salt: [u8; 32],
 }
 
@@ -302,7 +301,7 @@ impl Floor {
         Self { store, principal, key, salt }
     }
 
-    fn audit(&self, name: &str) -> token_vault::store::Item {
+    fn audit(&self, name: &str) -> token_vault::table::Item {
         let meta = RequestMeta { request_id: "floor".into(), ..Default::default() };
         let owner = Owner::App { client_id: CLIENT.into() };
         AuditEvent {
@@ -336,7 +335,7 @@ impl Floor {
     }
 
     fn guard(&self, now: i64) -> WriteGuard<'_> {
-        WriteGuard { audit: self.audit("x"), now, salt: Some((ORG, &self.salt)) }
+        WriteGuard { org_id: ORG, audit: self.audit("x"), now, salt: Some(&self.salt) }
     }
 
     /// One run of the scenario's calls; returns its duration (none for the portal, which makes none).
@@ -355,7 +354,7 @@ impl Floor {
             Scenario::CreateNew => {
                 let secret = prepared.unwrap();
                 self.store.get_secret(ORG, &app, &secret.name).await.unwrap();
-                self.store.create_secret(ORG, &secret, None, self.guard(now)).await.unwrap();
+                self.store.create_secret(&secret, None, self.guard(now)).await.unwrap();
             }
             Scenario::Update | Scenario::Rollback => {
                 let mut secret = prepared.unwrap();
@@ -366,13 +365,13 @@ impl Floor {
                 match current {
                     None => {
                         secret.version = 1;
-                        self.store.create_secret(ORG, &secret, None, self.guard(now)).await.unwrap();
+                        self.store.create_secret(&secret, None, self.guard(now)).await.unwrap();
                     }
                     Some(current) => {
                         secret.version = current.version + 1;
                         secret.lifetime.clone_from(&current.lifetime);
                         self.store
-                            .replace_secret(ORG, &secret, &current, Default::default(), self.guard(now))
+                            .replace_secret(&secret, &current, Default::default(), self.guard(now))
                             .await
                             .unwrap();
                     }
@@ -397,7 +396,10 @@ impl Floor {
             Scenario::Delete => {
                 let name = format!("floor-del-{i}");
                 let current = self.store.get_secret(ORG, &app, &name).await.unwrap().expect("seeded");
-                self.store.delete_secret(ORG, &current, self.audit(&name), now).await.unwrap();
+                self.store
+                    .delete_secret(&current, WriteGuard { org_id: ORG, audit: self.audit(&name), now, salt: None })
+                    .await
+                    .unwrap();
             }
             Scenario::BatchGet => {
                 let keys: Vec<(Owner, String)> = (0..5).map(|b| (app.clone(), format!("b{b}"))).collect();
@@ -408,10 +410,17 @@ impl Floor {
                 let day = time::OffsetDateTime::now_utc().date();
                 // What the service asks for an M2M token: only the events its client took part in.
                 let filter = AuditFilter { actor: Some(app.clone()), ..AuditFilter::default() };
-                self.store
-                    .query_audit_day(ORG, day, &"0".repeat(32), &"f".repeat(32), None, &filter, 100)
-                    .await
-                    .unwrap();
+                let (lowest, highest) = ("0".repeat(32), "f".repeat(32));
+                let q = AuditDay {
+                    org_id: ORG,
+                    day,
+                    lowest: &lowest,
+                    highest: &highest,
+                    before: None,
+                    filter: &filter,
+                    limit: 100,
+                };
+                self.store.query_audit_day(q).await.unwrap();
             }
             Scenario::Portal => return None,
         }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use token_vault::config::KeyUse;
+use token_vault::KeyUse;
 use vault_tests::{TestVault, m2m, put, send_to};
 
 fn median<T: Copy + Ord>(mut v: Vec<T>) -> T {

@@ -11,7 +11,7 @@ use aws_sdk_dynamodb::types::{
 };
 use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{Value, json};
-use token_vault::store::schema;
+use token_vault::table::schema;
 
 pub use dynoxide::Database;
 
@@ -62,7 +62,7 @@ impl LocalDynamo {
 
 /// A DynamoDB client for a local endpoint: static dummy credentials, the vault's own timeouts and retries.
 pub async fn local_client(endpoint: &str) -> Client {
-    let sdk = token_vault::lambda::sdk_config_loader()
+    let sdk = token_vault::sdk_config_loader()
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("local", "local", None, None, "vault-dev"))
         .endpoint_url(endpoint)
@@ -112,7 +112,7 @@ pub async fn create_tables(client: &Client, secrets_table: &str, audit_table: &s
             .global_secondary_indexes(by_org)
             .send()
             .await
-            .map_err(|e| format!("creating {secrets_table}: {}", token_vault::error::chain(&e)))?;
+            .map_err(|e| format!("creating {secrets_table}: {}", token_vault::chain(&e)))?;
     }
     if !existing.iter().any(|t| t == audit_table) {
         client
@@ -125,7 +125,7 @@ pub async fn create_tables(client: &Client, secrets_table: &str, audit_table: &s
             .key_schema(key(schema::SK, KeyType::Range)?)
             .send()
             .await
-            .map_err(|e| format!("creating {audit_table}: {}", token_vault::error::chain(&e)))?;
+            .map_err(|e| format!("creating {audit_table}: {}", token_vault::chain(&e)))?;
     }
     for table in [secrets_table, audit_table] {
         let ttl = client.describe_time_to_live().table_name(table).send().await.map_err(|e| e.to_string())?;
@@ -143,7 +143,7 @@ pub async fn create_tables(client: &Client, secrets_table: &str, audit_table: &s
                 )
                 .send()
                 .await
-                .map_err(|e| format!("enabling TTL on {table}: {}", token_vault::error::chain(&e)))?;
+                .map_err(|e| format!("enabling TTL on {table}: {}", token_vault::chain(&e)))?;
         }
     }
     Ok(())

@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 
-use token_vault::config::{DEFAULT_AUDIENCE, DEFAULT_ISSUER};
+use token_vault::{DEFAULT_AUDIENCE, DEFAULT_ISSUER};
 use vault_dev::{Database, LocalDynamo, create_tables, local_client, m2m_claims, sign_hs256, user_claims};
 
 fn env(name: &str) -> Result<String, String> {

@@ -7,8 +7,7 @@
 //! vault-ops shred ORG --confirm ORG     crypto-shred one organization (permanent)
 //! ```
 
-use token_vault::lambda::vault_from_env;
-use token_vault::operations::RewrapOptions;
+use token_vault::{RewrapOptions, vault_from_env};
 
 const USAGE: &str = "usage: vault-ops rewrap [--max N] | vault-ops usage | vault-ops shred ORG --confirm ORG";
 
@@ -40,8 +39,8 @@ async fn run(args: &[String]) -> Result<String, String> {
     }
 }
 
-fn describe(e: &token_vault::error::ApiError) -> String {
-    format!("{}: {}", e.code(), token_vault::error::chain(e))
+fn describe(e: &token_vault::ApiError) -> String {
+    format!("{}: {}", e.code(), token_vault::chain(e))
 }
 
 #[tokio::main]

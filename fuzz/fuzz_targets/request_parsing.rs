@@ -1,5 +1,5 @@
 //! Request parsing: arbitrary methods, paths, path parameters, query strings, content types and bodies
-//! through `token_vault::http::validate_request`, the checks every handler runs before it needs the
+//! through `token_vault::validate_request`, the checks every handler runs before it needs the
 //! token or the store. It must never panic, and a refusal is always a 4xx, never a 5xx.
 #![no_main]
 
@@ -56,7 +56,7 @@ fuzz_target!(|input: Input| {
     if let Some(name) = input.name {
         req = req.with_path_parameters(QueryMap::from(HashMap::from([("name".to_owned(), name)])));
     }
-    if let Err(e) = token_vault::http::validate_request(op, &req) {
+    if let Err(e) = token_vault::validate_request(op, &req) {
         assert!((400..500).contains(&e.status()), "a request problem is a 4xx: {}", e.status());
         assert!(!e.public_message().is_empty());
     }

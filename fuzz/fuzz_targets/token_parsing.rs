@@ -6,8 +6,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use secrecy::SecretBox;
-use token_vault::auth::{JWKS_REFRESH_INTERVAL, TokenVerifier};
-use token_vault::config::{JwtConfig, JwtKeySource};
+use token_vault::{JWKS_REFRESH_INTERVAL, JwtConfig, JwtKeySource, TokenVerifier};
 
 const SECRET: &[u8] = b"fuzzing-secret-never-guessed-0123456789";
 

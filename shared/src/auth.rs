@@ -22,60 +22,16 @@ use serde::Deserialize;
 use tokio::sync::{Mutex, RwLock};
 
 use crate::config::{JwtConfig, JwtKeySource};
-use crate::error::ApiError;
-use crate::policy::ADMIN_PERMISSION;
+use crate::error::{ApiError, Code};
+use crate::model::{ADMIN_PERMISSION, Principal, TokenKind};
+use crate::rules::{MAX_TOKEN_BYTES, is_valid_id};
 
-/// Tokens larger than this are refused before any parsing.
-pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// Clock skew tolerated on `exp` and `nbf`.
-pub const LEEWAY_SECS: u64 = 60;
-/// A JWKS document is fetched again on an unknown `kid` at most this often.
-pub const JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
+pub(crate) const LEEWAY_SECS: u64 = 60;
 /// A JWKS document larger than this is refused (real ones are a few KiB).
 pub const MAX_JWKS_BYTES: usize = 256 * 1024;
 /// One JWKS fetch, connection included, gives up after this long.
-pub const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(3);
-/// Longest organization, client or user id accepted from a token.
-pub const MAX_ID_LEN: usize = 256;
-
-/// What kind of token the caller holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TokenKind {
-    /// Machine-to-machine (client credentials): acts for its OAuth client.
-    Machine,
-    /// A user's token: acts for that user, within its OAuth client.
-    User { user_id: String },
-}
-
-impl TokenKind {
-    /// `"m2m"` or `"user"`, for audit records.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Self::Machine => "m2m",
-            Self::User { .. } => "user",
-        }
-    }
-}
-
-/// The verified caller.
-#[derive(Debug, Clone)]
-pub struct Principal {
-    pub org_id: String,
-    pub client_id: String,
-    pub kind: TokenKind,
-    pub scopes: BTreeSet<String>,
-    pub admin: bool,
-}
-
-impl Principal {
-    /// The user id, for user tokens.
-    pub fn user_id(&self) -> Option<&str> {
-        match &self.kind {
-            TokenKind::User { user_id } => Some(user_id),
-            TokenKind::Machine => None,
-        }
-    }
-}
+pub(crate) const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The claims we read (RFC 9068 / Auth0 style). Other claims are ignored; a repeated claim is refused.
 #[derive(Deserialize)]
@@ -149,7 +105,7 @@ impl TokenVerifier {
     pub async fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Principal, ApiError> {
         let Some(header) = authorization else {
             return Err(ApiError::Unauthorized {
-                code: "missing_token",
+                code: Code::MissingToken,
                 message: "An Authorization: Bearer <token> header is required.".into(),
             });
         };
@@ -232,7 +188,7 @@ fn check_issued_at(iat: Option<f64>, now: i64) -> Result<(), ApiError> {
 }
 
 fn valid_id(value: Option<String>) -> Option<String> {
-    value.filter(|v| !v.is_empty() && v.len() <= MAX_ID_LEN && !v.chars().any(char::is_control))
+    value.filter(|v| is_valid_id(v))
 }
 
 fn principal_from(c: Claims) -> Result<Principal, ApiError> {
@@ -362,7 +318,7 @@ mod tests {
             issuer: "https://issuer.test/".into(),
             audience: "token-vault".into(),
             keys: JwtKeySource::Hs256 { secret: SecretBox::new(Box::new(SECRET.as_bytes().to_vec())) },
-            jwks_min_refresh: JWKS_REFRESH_INTERVAL,
+            jwks_min_refresh: crate::config::JWKS_REFRESH_INTERVAL,
         })
         .await
         .unwrap()
@@ -462,11 +418,11 @@ mod tests {
         let v = verifier().await;
         for h in &headers {
             let err = v.authenticate(Some(h.as_bytes())).await.unwrap_err();
-            assert_eq!((err.status(), err.code()), (401, "invalid_token"), "{h:.40}");
+            assert_eq!((err.status(), err.code().as_str()), (401, "invalid_token"), "{h:.40}");
             assert!(!err.public_message().contains(&valid[..20]));
         }
         let err = v.authenticate(None).await.unwrap_err();
-        assert_eq!((err.status(), err.code()), (401, "missing_token"));
+        assert_eq!((err.status(), err.code().as_str()), (401, "missing_token"));
     }
 
     #[tokio::test]

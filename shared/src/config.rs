@@ -14,12 +14,15 @@ pub const DEFAULT_ISSUER: &str = "https://vault.local/";
 /// Default `aud` when `VAULT_JWT_AUDIENCE` is unset (local development).
 pub const DEFAULT_AUDIENCE: &str = "token-vault";
 /// Default audit retention.
-pub const DEFAULT_AUDIT_RETENTION_DAYS: u32 = 365;
+pub(crate) const DEFAULT_AUDIT_RETENTION_DAYS: u32 = 365;
 /// How long a retrieval waits for its audit event before failing closed.
-pub const DEFAULT_AUDIT_TIMEOUT: Duration = Duration::from_millis(2_000);
+pub(crate) const DEFAULT_AUDIT_TIMEOUT: Duration = Duration::from_millis(2_000);
 /// The overall deadline of one request: below the functions' 10 s Lambda timeout (template.yaml), so a
 /// slow DynamoDB gives the caller a 503 with `Retry-After` rather than a Lambda timeout.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_millis(8_000);
+pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_millis(8_000);
+
+/// A JWKS document is fetched again on an unknown `kid` at most this often.
+pub const JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Where token signing keys come from.
 pub enum JwtKeySource {
@@ -134,39 +137,27 @@ impl Config {
             (None, None) => return Err(ConfigError::Missing("VAULT_JWKS_URL or VAULT_JWT_HS256_SECRET")),
         };
 
-        let audit_retention_days = match get("VAULT_AUDIT_RETENTION_DAYS") {
-            None => DEFAULT_AUDIT_RETENTION_DAYS,
-            Some(v) => {
-                v.parse::<u32>().ok().filter(|d| (1..=36_500).contains(d)).ok_or_else(|| ConfigError::Invalid {
-                    name: "VAULT_AUDIT_RETENTION_DAYS",
-                    why: "must be a whole number of days from 1 to 36500".into(),
-                })?
-            }
+        let number = |name: &'static str, range: std::ops::RangeInclusive<u64>, unit: &str, note: &str| {
+            get(name)
+                .map(|v| {
+                    v.parse::<u64>().ok().filter(|n| range.contains(n)).ok_or_else(|| ConfigError::Invalid {
+                        name,
+                        why: format!(
+                            "must be a whole number of {unit} from {} to {}{note}",
+                            range.start(),
+                            range.end()
+                        ),
+                    })
+                })
+                .transpose()
         };
-
-        let audit_timeout = match get("VAULT_AUDIT_TIMEOUT_MS") {
-            None => DEFAULT_AUDIT_TIMEOUT,
-            Some(v) => {
-                v.parse::<u64>().ok().filter(|ms| (1..=30_000).contains(ms)).map(Duration::from_millis).ok_or_else(
-                    || ConfigError::Invalid {
-                        name: "VAULT_AUDIT_TIMEOUT_MS",
-                        why: "must be milliseconds from 1 to 30000".into(),
-                    },
-                )?
-            }
-        };
-
-        let request_timeout = match get("VAULT_REQUEST_TIMEOUT_MS") {
-            None => DEFAULT_REQUEST_TIMEOUT,
-            Some(v) => {
-                v.parse::<u64>().ok().filter(|ms| (100..=60_000).contains(ms)).map(Duration::from_millis).ok_or_else(
-                    || ConfigError::Invalid {
-                        name: "VAULT_REQUEST_TIMEOUT_MS",
-                        why: "must be milliseconds from 100 to 60000 (keep it below the Lambda timeout)".into(),
-                    },
-                )?
-            }
-        };
+        let audit_retention_days = number("VAULT_AUDIT_RETENTION_DAYS", 1..=36_500, "days", "")?
+            .map_or(DEFAULT_AUDIT_RETENTION_DAYS, |d| u32::try_from(d).unwrap_or(DEFAULT_AUDIT_RETENTION_DAYS));
+        let audit_timeout = number("VAULT_AUDIT_TIMEOUT_MS", 1..=30_000, "milliseconds", "")?
+            .map_or(DEFAULT_AUDIT_TIMEOUT, Duration::from_millis);
+        let request_timeout =
+            number("VAULT_REQUEST_TIMEOUT_MS", 100..=60_000, "milliseconds", " (keep it below the Lambda timeout)")?
+                .map_or(DEFAULT_REQUEST_TIMEOUT, Duration::from_millis);
 
         Ok(Self {
             secrets_table: require("VAULT_SECRETS_TABLE")?,
@@ -176,7 +167,7 @@ impl Config {
                 issuer: get("VAULT_JWT_ISSUER").unwrap_or_else(|| DEFAULT_ISSUER.into()),
                 audience: get("VAULT_JWT_AUDIENCE").unwrap_or_else(|| DEFAULT_AUDIENCE.into()),
                 keys,
-                jwks_min_refresh: crate::auth::JWKS_REFRESH_INTERVAL,
+                jwks_min_refresh: JWKS_REFRESH_INTERVAL,
             },
             audit_retention_days,
             audit_timeout,
@@ -211,6 +202,13 @@ mod tests {
     fn env(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    /// The base environment with `extra` added.
+    fn with(extra: (&'static str, &'static str)) -> Result<Config, ConfigError> {
+        let mut e = base();
+        e.push(extra);
+        env(&e)
     }
 
     fn base() -> Vec<(&'static str, &'static str)> {
@@ -277,9 +275,7 @@ mod tests {
 
     #[test]
     fn key_sources_are_exclusive_and_required() {
-        let mut e = base();
-        e.push(("VAULT_JWKS_URL", "https://idp.example/.well-known/jwks.json"));
-        assert!(env(&e).is_err());
+        assert!(with(("VAULT_JWKS_URL", "https://idp.example/.well-known/jwks.json")).is_err());
         let mut e = base();
         e.retain(|(k, _)| *k != "VAULT_JWT_HS256_SECRET");
         assert!(env(&e).unwrap_err().to_string().contains("VAULT_JWKS_URL or VAULT_JWT_HS256_SECRET"));
@@ -289,16 +285,10 @@ mod tests {
 
     #[test]
     fn bad_numbers_are_refused() {
-        let mut e = base();
-        e.push(("VAULT_AUDIT_RETENTION_DAYS", "0"));
-        assert!(env(&e).is_err());
-        let mut e = base();
-        e.push(("VAULT_AUDIT_TIMEOUT_MS", "soon"));
-        assert!(env(&e).is_err());
+        assert!(with(("VAULT_AUDIT_RETENTION_DAYS", "0")).is_err());
+        assert!(with(("VAULT_AUDIT_TIMEOUT_MS", "soon")).is_err());
         for bad in ["0", "99", "60001", "fast", "-5"] {
-            let mut e = base();
-            e.push(("VAULT_REQUEST_TIMEOUT_MS", bad));
-            let err = env(&e).unwrap_err().to_string();
+            let err = with(("VAULT_REQUEST_TIMEOUT_MS", bad)).unwrap_err().to_string();
             assert!(err.starts_with("VAULT_REQUEST_TIMEOUT_MS is invalid"), "{err}");
         }
     }
@@ -307,8 +297,6 @@ mod tests {
     fn request_deadline_defaults_below_the_lambda_timeout() {
         assert_eq!(env(&base()).unwrap().request_timeout, DEFAULT_REQUEST_TIMEOUT);
         assert!(DEFAULT_REQUEST_TIMEOUT < Duration::from_secs(10));
-        let mut e = base();
-        e.push(("VAULT_REQUEST_TIMEOUT_MS", "1500"));
-        assert_eq!(env(&e).unwrap().request_timeout, Duration::from_millis(1500));
+        assert_eq!(with(("VAULT_REQUEST_TIMEOUT_MS", "1500")).unwrap().request_timeout, Duration::from_millis(1500));
     }
 }

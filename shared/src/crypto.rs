@@ -15,18 +15,18 @@ use rand::rngs::OsRng;
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use crate::policy::Owner;
+use crate::model::Owner;
 
 /// The envelope format written today. Stored with every secret so the format can evolve.
-pub const ENVELOPE_VERSION: u8 = 1;
+pub(crate) const ENVELOPE_VERSION: u8 = 1;
 /// Length of AES-GCM nonces.
 const NONCE_LEN: usize = 12;
 /// Length of AES-GCM tags.
 const TAG_LEN: usize = 16;
 /// Length of every symmetric key here.
-pub const KEY_LEN: usize = 32;
+pub(crate) const KEY_LEN: usize = 32;
 /// Length of an organization salt.
-pub const SALT_LEN: usize = 32;
+pub(crate) const SALT_LEN: usize = 32;
 
 /// A master key: 32 bytes that zeroize on drop, with the id stored in every envelope it protects and a
 /// one-way fingerprint (`mk-` + 12 hex digits of an HMAC) that is safe to store and log.
@@ -77,11 +77,6 @@ impl MasterKey {
     pub fn with_id(id: &str, hex_key: &str) -> Result<Self, &'static str> {
         let key = parse_hex_key(hex_key)?;
         Ok(Self { id: id.to_owned(), fingerprint: fingerprint(&key), key })
-    }
-
-    /// The key's fingerprint, the same whatever id it is given.
-    pub fn fingerprint(&self) -> &str {
-        &self.fingerprint
     }
 
     /// The key's public id, stored in every envelope it protects.
@@ -162,7 +157,7 @@ impl Keyring {
 }
 
 /// Generates a fresh random organization salt.
-pub fn random_salt() -> [u8; SALT_LEN] {
+pub(crate) fn random_salt() -> [u8; SALT_LEN] {
     let mut salt = [0u8; SALT_LEN];
     OsRng.fill_bytes(&mut salt);
     salt
@@ -264,11 +259,6 @@ impl OrgKey {
         &self.salt
     }
 
-    /// The id of the master key this organization key derives from.
-    pub fn key_id(&self) -> &str {
-        &self.key_id
-    }
-
     /// Moves `envelope`'s data key from this key to `to`, leaving the value's ciphertext untouched.
     pub fn rewrap(&self, to: &OrgKey, binding: Binding<'_>, envelope: &Envelope) -> Result<Envelope, IntegrityError> {
         if envelope.version != ENVELOPE_VERSION {
@@ -340,6 +330,11 @@ mod tests {
         MasterKey::from_bytes(Zeroizing::new([byte; KEY_LEN]))
     }
 
+    /// Organization `org1`'s key under master key 7, and the owner `c1`.
+    fn org1() -> (OrgKey, Owner) {
+        (master(7).derive_org_key("org1", &[1; SALT_LEN]), app("c1"))
+    }
+
     fn app(client: &str) -> Owner {
         Owner::App { client_id: client.into() }
     }
@@ -358,8 +353,7 @@ mod tests {
 
     #[test]
     fn ciphertext_never_contains_plaintext_and_is_randomised() {
-        let key = master(7).derive_org_key("org1", &[1; SALT_LEN]);
-        let owner = app("c1");
+        let (key, owner) = org1();
         let b = Binding { org_id: "org1", owner: &owner, name: "n" };
         let a = key.seal(b, b"sk-very-secret-value").unwrap();
         let c = key.seal(b, b"sk-very-secret-value").unwrap();
@@ -370,8 +364,7 @@ mod tests {
 
     #[test]
     fn any_flipped_byte_fails() {
-        let key = master(7).derive_org_key("org1", &[1; SALT_LEN]);
-        let owner = app("c1");
+        let (key, owner) = org1();
         let b = Binding { org_id: "org1", owner: &owner, name: "n" };
         let env = key.seal(b, b"value").unwrap();
         for i in 0..env.ciphertext.len() {
@@ -394,8 +387,7 @@ mod tests {
 
     #[test]
     fn swapped_binding_fails() {
-        let key = master(7).derive_org_key("org1", &[1; SALT_LEN]);
-        let owner = app("c1");
+        let (key, owner) = org1();
         let b = Binding { org_id: "org1", owner: &owner, name: "n" };
         let env = key.seal(b, b"value").unwrap();
         let other_client = app("c2");

@@ -1,26 +1,103 @@
-//! The errors an API caller can see, each with its HTTP status and stable `code`, mapped in one place.
+//! The errors an API caller can see: every code the API can send, each error's HTTP status and the
+//! headers that go with it, mapped in one place.
 //!
 //! Internal causes are kept as `#[source]` so they can be logged; they are never sent to the caller.
 
 use std::error::Error as StdError;
 
+use lambda_http::http::{HeaderName, HeaderValue, header};
+
 type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+macro_rules! codes {
+    ($($(#[$doc:meta])* $variant:ident = $text:literal,)*) => {
+        /// A stable, machine-readable error code, as `error.code` of a response carries it.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Code {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl Code {
+            /// Every code.
+            pub const ALL: &[Code] = &[$(Code::$variant,)*];
+
+            /// The code as sent: snake_case.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Code::$variant => $text,)*
+                }
+            }
+        }
+    };
+}
+
+codes! {
+    InvalidJson = "invalid_json",
+    InvalidName = "invalid_name",
+    InvalidNames = "invalid_names",
+    InvalidValue = "invalid_value",
+    InvalidScope = "invalid_scope",
+    InvalidExpiresAt = "invalid_expires_at",
+    InvalidClientId = "invalid_client_id",
+    InvalidLimit = "invalid_limit",
+    InvalidNextToken = "invalid_next_token",
+    InvalidQuery = "invalid_query",
+    InvalidVersion = "invalid_version",
+    InvalidPrecondition = "invalid_precondition",
+    InvalidTimeRange = "invalid_time_range",
+    MissingToken = "missing_token",
+    InvalidToken = "invalid_token",
+    Forbidden = "forbidden",
+    InsufficientScope = "insufficient_scope",
+    NotFound = "not_found",
+    VersionNotFound = "version_not_found",
+    MethodNotAllowed = "method_not_allowed",
+    VersionConflict = "version_conflict",
+    ValueTooLarge = "value_too_large",
+    BodyTooLarge = "body_too_large",
+    UnsupportedMediaType = "unsupported_media_type",
+    IntegrityError = "integrity_error",
+    InternalError = "internal_error",
+    StorageUnavailable = "storage_unavailable",
+    /// Operator jobs only (never an HTTP response): a shred without its confirmation.
+    ConfirmationRequired = "confirmation_required",
+}
+
+impl Code {
+    /// The codes an HTTP response can carry (`openapi.yaml` lists exactly these).
+    pub fn http() -> impl Iterator<Item = Code> {
+        Self::ALL.iter().copied().filter(|c| *c != Code::ConfirmationRequired)
+    }
+}
+
+/// Codes compare with their text, as a response carries it.
+impl PartialEq<&str> for Code {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Everything a request can end in, other than success.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// 400: the request itself is wrong. `code` is a stable snake_case identifier.
+    /// 400: the request itself is wrong.
     #[error("{message}")]
-    BadRequest { code: &'static str, message: String },
+    BadRequest { code: Code, message: String },
 
     /// 401: no bearer token (`missing_token`), or one that failed verification (`invalid_token`).
     /// The message says why, never what the token held.
     #[error("{message}")]
-    Unauthorized { code: &'static str, message: String },
+    Unauthorized { code: Code, message: String },
 
-    /// 403: the caller is known but not allowed.
+    /// 403: the caller is known but not allowed (`forbidden`, `insufficient_scope`).
     #[error("{message}")]
-    Forbidden { code: &'static str, message: String },
+    Forbidden { code: Code, message: String },
 
     /// 404: absent, expired, or owned by someone the caller cannot see (indistinguishable on purpose).
     #[error("secret not found")]
@@ -38,9 +115,9 @@ pub enum ApiError {
     #[error("method not allowed")]
     MethodNotAllowed,
 
-    /// 413: a value or body over the limits.
+    /// 413: a value or body over the limits (`value_too_large`, `body_too_large`).
     #[error("{message}")]
-    PayloadTooLarge { code: &'static str, message: String },
+    PayloadTooLarge { code: Code, message: String },
 
     /// 415: a body that is not declared as JSON.
     #[error("request body must be application/json")]
@@ -60,16 +137,20 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn bad_request(code: Code, message: impl Into<String>) -> Self {
         Self::BadRequest { code, message: message.into() }
     }
 
-    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn forbidden(code: Code, message: impl Into<String>) -> Self {
         Self::Forbidden { code, message: message.into() }
     }
 
+    pub fn too_large(code: Code, message: impl Into<String>) -> Self {
+        Self::PayloadTooLarge { code, message: message.into() }
+    }
+
     pub fn invalid_token(why: &str) -> Self {
-        Self::Unauthorized { code: "invalid_token", message: format!("The bearer token was rejected: {why}.") }
+        Self::Unauthorized { code: Code::InvalidToken, message: format!("The bearer token was rejected: {why}.") }
     }
 
     pub fn unavailable(cause: impl Into<BoxError>) -> Self {
@@ -97,20 +178,20 @@ impl ApiError {
     }
 
     /// The stable, machine-readable error code sent to the caller.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
             Self::BadRequest { code, .. }
             | Self::Forbidden { code, .. }
             | Self::Unauthorized { code, .. }
-            | Self::PayloadTooLarge { code, .. } => code,
-            Self::NotFound => "not_found",
-            Self::VersionNotFound => "version_not_found",
-            Self::PreconditionFailed => "version_conflict",
-            Self::MethodNotAllowed => "method_not_allowed",
-            Self::UnsupportedMediaType => "unsupported_media_type",
-            Self::Unavailable(_) => "storage_unavailable",
-            Self::Integrity(_) => "integrity_error",
-            Self::Internal(_) => "internal_error",
+            | Self::PayloadTooLarge { code, .. } => *code,
+            Self::NotFound => Code::NotFound,
+            Self::VersionNotFound => Code::VersionNotFound,
+            Self::PreconditionFailed => Code::VersionConflict,
+            Self::MethodNotAllowed => Code::MethodNotAllowed,
+            Self::UnsupportedMediaType => Code::UnsupportedMediaType,
+            Self::Unavailable(_) => Code::StorageUnavailable,
+            Self::Integrity(_) => Code::IntegrityError,
+            Self::Internal(_) => Code::InternalError,
         }
     }
 
@@ -122,9 +203,10 @@ impl ApiError {
             | Self::Unauthorized { message, .. }
             | Self::PayloadTooLarge { message, .. } => message.clone(),
             Self::NotFound => "No secret with this name exists for this caller.".into(),
-            Self::VersionNotFound => {
-                "This version of the secret is not kept: the current version and the 4 before it can be read.".into()
-            }
+            Self::VersionNotFound => format!(
+                "This version of the secret is not kept: the current version and the {} before it can be read.",
+                crate::model::RETAINED_VERSIONS - 1
+            ),
             Self::PreconditionFailed => {
                 "The secret is not at the version the request's If-Match or If-None-Match header expects; read it again and retry.".into()
             }
@@ -143,6 +225,23 @@ impl ApiError {
     pub fn is_server_error(&self) -> bool {
         self.status() >= 500
     }
+
+    /// The headers this error's response carries: `WWW-Authenticate` (RFC 6750) on a 401 and on an
+    /// insufficient scope, `Retry-After` on a 503, and on a 405 `Allow` with the route's methods.
+    pub fn headers(&self, allow: &'static str) -> Vec<(HeaderName, HeaderValue)> {
+        let bearer = |error: &'static str| (header::WWW_AUTHENTICATE, HeaderValue::from_static(error));
+        match self {
+            // The contract asks for error="invalid_token" on every 401, a missing token included (RFC 6750
+            // lets a server omit it there; clients handle both).
+            Self::Unauthorized { .. } => vec![bearer("Bearer realm=\"token-vault\", error=\"invalid_token\"")],
+            Self::Forbidden { code: Code::InsufficientScope, .. } => {
+                vec![bearer("Bearer realm=\"token-vault\", error=\"insufficient_scope\"")]
+            }
+            Self::Unavailable(_) => vec![(header::RETRY_AFTER, HeaderValue::from_static("1"))],
+            Self::MethodNotAllowed => vec![(header::ALLOW, HeaderValue::from_static(allow))],
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// Formats an error and its chain of sources on one line, for logs (never for responses).
@@ -155,4 +254,28 @@ pub fn chain(err: &(dyn StdError + 'static)) -> String {
         cur = e.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_distinct_snake_case() {
+        let mut seen = std::collections::HashSet::new();
+        for code in Code::ALL {
+            assert!(seen.insert(code.as_str()), "{code} twice");
+            assert!(code.as_str().bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{code}");
+        }
+    }
+
+    #[test]
+    fn headers_follow_the_error() {
+        let names = |e: ApiError| e.headers("GET").into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+        assert_eq!(names(ApiError::invalid_token("x")), [header::WWW_AUTHENTICATE]);
+        assert_eq!(names(ApiError::forbidden(Code::InsufficientScope, "x")), [header::WWW_AUTHENTICATE]);
+        assert!(names(ApiError::forbidden(Code::Forbidden, "x")).is_empty());
+        assert_eq!(names(ApiError::unavailable("x")), [header::RETRY_AFTER]);
+        assert_eq!(names(ApiError::MethodNotAllowed), [header::ALLOW]);
+    }
 }

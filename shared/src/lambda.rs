@@ -10,7 +10,13 @@ use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use lambda_http::{Request, service_fn};
+
 use crate::config::{Config, KeyUse};
+use crate::http::{Operation, handle};
 use crate::service::Vault;
 
 /// Installs the log subscriber, as Lambda's advanced logging controls configure it: JSON lines when
@@ -33,7 +39,7 @@ pub fn init_logging() {
 /// WARN, ERROR or FATAL) wins; otherwise `RUST_LOG` as a level or `target=level` list
 /// (`warn,token_vault=debug`), other targets at INFO unless it names a level; otherwise, or when neither
 /// parses, INFO.
-pub fn log_filter(lambda_level: Option<&str>, rust_log: Option<&str>) -> Targets {
+pub(crate) fn log_filter(lambda_level: Option<&str>, rust_log: Option<&str>) -> Targets {
     if let Some(level) = lambda_level.map(str::trim).filter(|l| !l.is_empty()) {
         let level = if level.eq_ignore_ascii_case("fatal") { "error" } else { level };
         if let Ok(level) = LevelFilter::from_str(level) {
@@ -56,7 +62,7 @@ pub fn log_filter(lambda_level: Option<&str>, rust_log: Option<&str>) -> Targets
 ///
 /// Above these, every request has an overall deadline (`VAULT_REQUEST_TIMEOUT_MS`, default 8 s, applied
 /// in `http::handle`), below the functions' 10 s Lambda timeout.
-pub fn dynamodb_timeouts() -> TimeoutConfig {
+pub(crate) fn dynamodb_timeouts() -> TimeoutConfig {
     TimeoutConfig::builder()
         .connect_timeout(Duration::from_secs(1))
         .operation_attempt_timeout(Duration::from_secs(2))
@@ -72,7 +78,7 @@ pub fn dynamodb_timeouts() -> TimeoutConfig {
 /// connection errors. Not retried: conditional-check failures, cancelled transactions (the service
 /// decides what a lost race means), validation errors and refused permissions. What still fails after
 /// three attempts is a 503 `storage_unavailable` with `Retry-After` (a refused permission is a 500).
-pub fn dynamodb_retries() -> RetryConfig {
+pub(crate) fn dynamodb_retries() -> RetryConfig {
     RetryConfig::standard()
         .with_max_attempts(3)
         .with_initial_backoff(Duration::from_millis(50))
@@ -85,15 +91,43 @@ pub fn sdk_config_loader() -> aws_config::ConfigLoader {
     aws_config::defaults(BehaviorVersion::latest()).timeout_config(dynamodb_timeouts()).retry_config(dynamodb_retries())
 }
 
-/// Builds the vault from the environment, or logs one clear line and exits: no request is ever served
-/// with a bad configuration.
-pub async fn vault_from_env() -> Vault {
-    vault_from_env_for(KeyUse::Required).await
+/// Runs the HTTP function that serves `op`, which is all its `main` does: logging, configuration and
+/// the DynamoDB client once per cold start, then every request through [`crate::http::handle`].
+pub async fn serve(op: Operation) -> Result<(), lambda_http::Error> {
+    init_logging();
+    let vault = vault_from_env_for(op.key_use()).await;
+    lambda_http::run(service_fn(|req: Request| {
+        let vault = &vault;
+        async move { Ok::<_, Infallible>(handle(vault, op, req).await) }
+    }))
+    .await
 }
 
-/// As [`vault_from_env`], for a function that never touches a value and so never reads the master keys.
-pub async fn vault_without_keys_from_env() -> Vault {
-    vault_from_env_for(KeyUse::None).await
+/// Runs the portal function: the static admin page and the OpenAPI document. It needs no configuration
+/// and no AWS client.
+pub async fn serve_portal() -> Result<(), lambda_http::Error> {
+    init_logging();
+    lambda_http::run(service_fn(|req: Request| async move { Ok::<_, Infallible>(crate::portal::handle(&req)) })).await
+}
+
+/// Runs an operator job's function (invoked directly, never through the HTTP API): logging,
+/// configuration with the master keys and the DynamoDB client once per cold start, then each event,
+/// parsed as `T`, through `job`.
+pub async fn serve_job<T, F, Fut>(job: F) -> Result<(), lambda_http::Error>
+where
+    T: serde::de::DeserializeOwned + Send,
+    F: Fn(Arc<Vault>, lambda_http::LambdaEvent<T>) -> Fut,
+    Fut: Future<Output = Result<serde_json::Value, lambda_http::Error>> + Send,
+{
+    init_logging();
+    let vault = Arc::new(vault_from_env().await);
+    lambda_http::lambda_runtime::run(service_fn(|event| job(vault.clone(), event))).await
+}
+
+/// Builds the vault from the environment (for an operator job, which seals and opens values), or logs
+/// one clear line and exits: no request is ever served with a bad configuration.
+pub async fn vault_from_env() -> Vault {
+    vault_from_env_for(KeyUse::Required).await
 }
 
 async fn vault_from_env_for(keys: KeyUse) -> Vault {

@@ -1,42 +1,12 @@
 //! Who may do what. Deny by default: every function here returns the one owner an operation may touch,
 //! or an error.
 
-use crate::auth::{Principal, TokenKind};
-use crate::error::ApiError;
-
-/// The permission that makes a token an organization admin.
-pub const ADMIN_PERMISSION: &str = "vault:admin";
-
-/// Who owns a secret, inside an organization.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Owner {
-    /// App-level: shared by every user of one OAuth client.
-    App { client_id: String },
-    /// User-level: reachable only by that user.
-    User { user_id: String },
-}
-
-impl Owner {
-    /// `"app"` or `"user"`, as shown in responses and audit records.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::App { .. } => "app",
-            Self::User { .. } => "user",
-        }
-    }
-
-    /// The client id or user id.
-    pub fn id(&self) -> &str {
-        match self {
-            Self::App { client_id } => client_id,
-            Self::User { user_id } => user_id,
-        }
-    }
-}
+use crate::error::{ApiError, Code};
+use crate::model::{Owner, Principal, TokenKind};
 
 fn admin_only() -> ApiError {
     ApiError::forbidden(
-        "forbidden",
+        Code::Forbidden,
         "Only organization admins (vault:admin) may name a clientId; leave it out to use your own secrets.",
     )
 }
@@ -46,7 +16,7 @@ fn admin_only() -> ApiError {
 /// - no `clientId`: an M2M token writes its own client's app-level secret; a user token its own
 ///   user-level secret.
 /// - `clientId`: only an admin, for that client's app-level secret in the admin's organization.
-pub fn mutation_owner(p: &Principal, client_id: Option<&str>) -> Result<Owner, ApiError> {
+pub(crate) fn mutation_owner(p: &Principal, client_id: Option<&str>) -> Result<Owner, ApiError> {
     match (client_id, &p.kind) {
         (Some(target), _) if p.admin => Ok(Owner::App { client_id: target.to_owned() }),
         (Some(_), _) => Err(admin_only()),
@@ -59,7 +29,7 @@ pub fn mutation_owner(p: &Principal, client_id: Option<&str>) -> Result<Owner, A
 ///
 /// A user token sees its own user-level secrets, then its client's app-level ones ("all users of that
 /// OAuth client"); an M2M token its client's; an admin naming `clientId` that client's.
-pub fn read_owners(p: &Principal, client_id: Option<&str>) -> Result<Vec<Owner>, ApiError> {
+pub(crate) fn read_owners(p: &Principal, client_id: Option<&str>) -> Result<Vec<Owner>, ApiError> {
     match (client_id, &p.kind) {
         (Some(target), _) if p.admin => Ok(vec![Owner::App { client_id: target.to_owned() }]),
         (Some(_), _) => Err(admin_only()),
@@ -71,17 +41,20 @@ pub fn read_owners(p: &Principal, client_id: Option<&str>) -> Result<Vec<Owner>,
 }
 
 /// Listing every app-level secret of the organization is for admins only.
-pub fn org_listing(p: &Principal) -> Result<(), ApiError> {
+pub(crate) fn org_listing(p: &Principal) -> Result<(), ApiError> {
     if p.admin {
         Ok(())
     } else {
-        Err(ApiError::forbidden("forbidden", "Only organization admins (vault:admin) may list the whole organization."))
+        Err(ApiError::forbidden(
+            Code::Forbidden,
+            "Only organization admins (vault:admin) may list the whole organization.",
+        ))
     }
 }
 
 /// Whose audit events a caller may read: `None` for an admin (the whole organization); otherwise only
 /// its own (a user's, through any client; an M2M client's own, not its users').
-pub fn audit_visibility(p: &Principal) -> Option<Owner> {
+pub(crate) fn audit_visibility(p: &Principal) -> Option<Owner> {
     match (&p.kind, p.admin) {
         (_, true) => None,
         (TokenKind::User { user_id }, false) => Some(Owner::User { user_id: user_id.clone() }),
@@ -90,11 +63,11 @@ pub fn audit_visibility(p: &Principal) -> Option<Owner> {
 }
 
 /// A secret with a non-empty scope list is returned only to tokens holding at least one of its scopes.
-pub fn check_scope(p: &Principal, secret_scope: &[String]) -> Result<(), ApiError> {
+pub(crate) fn check_scope(p: &Principal, secret_scope: &[String]) -> Result<(), ApiError> {
     if secret_scope.is_empty() || secret_scope.iter().any(|s| p.scopes.contains(s)) {
         Ok(())
     } else {
-        Err(ApiError::forbidden("insufficient_scope", "The token holds none of the scopes this secret requires."))
+        Err(ApiError::forbidden(Code::InsufficientScope, "The token holds none of the scopes this secret requires."))
     }
 }
 
@@ -178,7 +151,7 @@ mod tests {
         let scoped = vec!["payments".to_string(), "billing".to_string()];
         assert!(check_scope(&m2m(), &[]).is_ok());
         let err = check_scope(&m2m(), &scoped).unwrap_err();
-        assert_eq!((err.status(), err.code()), (403, "insufficient_scope"));
+        assert_eq!((err.status(), err.code().as_str()), (403, "insufficient_scope"));
         assert!(check_scope(&principal(TokenKind::Machine, false, &["billing"]), &scoped).is_ok());
         assert!(check_scope(&principal(TokenKind::Machine, false, &["Payments"]), &scoped).is_err());
         // Admin status does not bypass scopes.

@@ -13,7 +13,7 @@ const FAVICON: &str = include_str!("../portal/favicon.svg");
 const OPENAPI_JSON: &str = include_str!(concat!(env!("OUT_DIR"), "/openapi.json"));
 
 /// No inline script or style, nothing from another origin, no framing.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+pub(crate) const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
      connect-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 fn page(status: StatusCode, content_type: &'static str, body: &'static str) -> Response<Body> {
@@ -31,7 +31,7 @@ fn page(status: StatusCode, content_type: &'static str, body: &'static str) -> R
 }
 
 /// Serves the page and its two assets; anything else under the route is a 404.
-pub fn handle(req: &Request) -> Response<Body> {
+pub(crate) fn handle(req: &Request) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut resp = page(StatusCode::METHOD_NOT_ALLOWED, "text/plain; charset=utf-8", "Method not allowed\n");
         resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
@@ -83,6 +83,20 @@ mod tests {
     }
 
     #[test]
+    fn the_openapi_document_lists_exactly_the_error_codes() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI_JSON).unwrap();
+        let listed: std::collections::BTreeSet<&str> =
+            doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_str().unwrap())
+                .collect();
+        let sent: std::collections::BTreeSet<&str> = crate::error::Code::http().map(|c| c.as_str()).collect();
+        assert_eq!(listed, sent);
+    }
+
+    #[test]
     fn the_openapi_document_describes_every_route() {
         let doc: serde_json::Value = serde_json::from_str(OPENAPI_JSON).unwrap();
         assert_eq!(doc["openapi"], "3.1.0");
@@ -97,11 +111,11 @@ mod tests {
         }
         // Its limits are the handlers' limits.
         let schemas = &doc["components"]["schemas"];
-        assert_eq!(schemas["Name"]["maxLength"], crate::http::MAX_NAME_LEN);
-        assert_eq!(schemas["Scope"]["maxItems"], crate::http::MAX_SCOPES);
+        assert_eq!(schemas["Name"]["maxLength"], crate::rules::MAX_NAME_LEN);
+        assert_eq!(schemas["Scope"]["maxItems"], crate::rules::MAX_SCOPES);
         assert_eq!(
             doc["paths"]["/vault/secrets"]["get"]["parameters"][0]["schema"]["maximum"],
-            crate::http::MAX_LIST_LIMIT
+            crate::rules::MAX_LIST_LIMIT
         );
     }
 

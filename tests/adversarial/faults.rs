@@ -1,7 +1,7 @@
 //! Faults: DynamoDB unreachable, stopped mid-run, slow, throttled or failing, and an audit table that
 //! refuses writes. Every endpoint must answer 503 `storage_unavailable` with `Retry-After` within a
 //! bounded time (never hang to the Lambda timeout), transient failures must be retried by the SDK as
-//! `token_vault::lambda` configures it, and nothing may be half-written.
+//! `token_vault::sdk_config_loader` configures it, and nothing may be half-written.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -13,8 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::{Value, json};
-use token_vault::config::Config;
-use token_vault::{Operation, Vault};
+use token_vault::{Config, Operation, Vault};
 use vault_dev::{LocalDynamo, create_tables, local_client};
 
 pub const HS256_SECRET: &str = "integration-test-hs256-secret-0123456789";
@@ -124,11 +123,11 @@ pub fn capture_logs() {
 
 /// A config as the functions would read it from their environment, with `overrides` applied.
 pub fn config(overrides: &[(&str, &str)]) -> Config {
-    config_for(overrides, token_vault::config::KeyUse::Required)
+    config_for(overrides, token_vault::KeyUse::Required)
 }
 
 /// The test configuration for a function with the given use of master keys.
-pub fn config_for(overrides: &[(&str, &str)], keys: token_vault::config::KeyUse) -> Config {
+pub fn config_for(overrides: &[(&str, &str)], keys: token_vault::KeyUse) -> Config {
     let mut env: HashMap<String, String> = [
         ("VAULT_MASTER_KEY", MASTER_KEY),
         ("VAULT_JWT_HS256_SECRET", HS256_SECRET),
@@ -359,7 +358,7 @@ impl TestVault {
         let today = time::OffsetDateTime::now_utc();
         let mut out = Vec::new();
         for day in [today - time::Duration::days(1), today] {
-            let pk = token_vault::audit::partition_key(org_id, day.date());
+            let pk = token_vault::table::audit_partition_key(org_id, day.date());
             let mut start = None;
             loop {
                 let page = self
@@ -427,7 +426,7 @@ impl TestVault {
     }
 }
 
-/// A DynamoDB client for `endpoint` with the vault's own SDK settings (`token_vault::lambda`), whose
+/// A DynamoDB client for `endpoint` with the vault's own SDK settings (`token_vault::sdk_config_loader`), whose
 /// retry quota is its own (`partition`): the SDK's retry token bucket is otherwise shared by every
 /// client of the process, and one fault test draining it would change what another one sees.
 pub async fn isolated_client(endpoint: &str, partition: &str) -> Client {
@@ -449,7 +448,7 @@ pub async fn vault_over(client: Client, overrides: &[(&str, &str)]) -> Vault {
 pub async fn send_to(vault: &Vault, call: Call) -> Reply {
     let op = call.operation();
     let req = lambda_http::request::from_str(&call.event().to_string()).expect("event parses");
-    let resp = token_vault::http::handle(vault, op, req).await;
+    let resp = token_vault::handle(vault, op, req).await;
     let status = resp.status().as_u16();
     let headers =
         resp.headers().iter().map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned())).collect();
@@ -613,13 +612,13 @@ impl aws_sdk_dynamodb::config::Intercept for CallLog {
 impl TestVault {
     /// A vault over the same server whose every DynamoDB request is recorded; built as a function that
     /// needs keys (`KeyUse::Required`) or one that never reads them (the audit reader).
-    pub async fn recorded(&self, keys: token_vault::config::KeyUse) -> (Vault, CallLog) {
+    pub async fn recorded(&self, keys: token_vault::KeyUse) -> (Vault, CallLog) {
         Self::recorded_over(&self.client, keys).await
     }
 
     /// A vault over `client` (this server's, or one through a [`Proxy`]) that records every DynamoDB
     /// request it sends.
-    pub async fn recorded_over(client: &Client, keys: token_vault::config::KeyUse) -> (Vault, CallLog) {
+    pub async fn recorded_over(client: &Client, keys: token_vault::KeyUse) -> (Vault, CallLog) {
         let log = CallLog::default();
         let client = Client::from_conf(client.config().to_builder().interceptor(log.clone()).build());
         (Vault::new(config_for(&[], keys), client).await.expect("vault builds"), log)

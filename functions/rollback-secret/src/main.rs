@@ -1,20 +1,7 @@
 //! `rollback-secret`: POST /vault/secrets/{name}/rollback: restore a retained version.
-//!
-//! Wiring only: logging, configuration and the DynamoDB client are set up once per cold start; every
-//! decision lives in the shared `token_vault` crate.
-
-use std::convert::Infallible;
-
-use lambda_http::{Error, Request, run, service_fn};
-use token_vault::{Operation, http::handle, lambda::vault_from_env};
+//! Wiring only: everything it does is `token_vault::serve` for this one operation.
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), Error> {
-    token_vault::lambda::init_logging();
-    let vault = vault_from_env().await;
-    run(service_fn(|req: Request| {
-        let vault = &vault;
-        async move { Ok::<_, Infallible>(handle(vault, Operation::Rollback, req).await) }
-    }))
-    .await
+async fn main() -> Result<(), lambda_http::Error> {
+    token_vault::serve(token_vault::Operation::Rollback).await
 }

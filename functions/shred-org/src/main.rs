@@ -2,9 +2,8 @@
 //! through the HTTP API. Event: `{"orgId": "org_123", "confirm": "org_123"}`; refuses unless `confirm`
 //! repeats the organization id.
 
-use lambda_http::{Error, LambdaEvent, service_fn};
+use lambda_http::{Error, LambdaEvent};
 use serde::Deserialize;
-use token_vault::lambda::vault_from_env;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -15,14 +14,9 @@ struct Request {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
-    token_vault::lambda::init_logging();
-    let vault = vault_from_env().await;
-    lambda_http::lambda_runtime::run(service_fn(|event: LambdaEvent<Request>| {
-        let vault = &vault;
-        async move {
-            let report = vault.shred_org(&event.payload.org_id, &event.payload.confirm).await?;
-            Ok::<_, Error>(serde_json::to_value(report)?)
-        }
-    }))
+    token_vault::serve_job(|vault, event: LambdaEvent<Request>| async move {
+        let report = vault.shred_org(&event.payload.org_id, &event.payload.confirm).await?;
+        Ok(serde_json::to_value(report)?)
+    })
     .await
 }

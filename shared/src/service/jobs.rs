@@ -10,12 +10,11 @@ use std::time::Instant;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::audit::{AuditEvent, EventKind, RequestMeta};
-use crate::auth::{Principal, TokenKind};
+use super::Vault;
 use crate::crypto::Binding;
-use crate::error::ApiError;
-use crate::policy::Owner;
-use crate::service::Vault;
+use crate::error::{ApiError, Code};
+use crate::model::{AuditEvent, EventKind, Owner, Principal, RequestMeta, TokenKind};
+use crate::store::{ToItem, base_name, event_id};
 
 /// Organizations read per page of the registry.
 const ORG_PAGE: i32 = 100;
@@ -84,7 +83,7 @@ fn operator(org_id: &str) -> Principal {
 
 fn job_meta(job: &str) -> RequestMeta {
     RequestMeta {
-        request_id: format!("{job}-{}", crate::audit::event_id(OffsetDateTime::now_utc())),
+        request_id: format!("{job}-{}", event_id(OffsetDateTime::now_utc())),
         source_ip: None,
         user_agent: Some(format!("token-vault {job}")),
     }
@@ -213,7 +212,7 @@ impl Vault {
             return Ok(());
         }
         // A retained version (`<name>#v<n>`) is sealed for its secret's name.
-        let binding = Binding { org_id, owner, name: crate::store::base_name(name) };
+        let binding = Binding { org_id, owner, name: base_name(name) };
         let moved = async {
             let old = self.org_key(org_id, Some(&envelope.key_id), false).await?;
             let new = self.org_key(org_id, None, false).await?;
@@ -271,7 +270,7 @@ impl Vault {
     pub async fn shred_org(&self, org_id: &str, confirm: &str) -> Result<ShredReport, ApiError> {
         if org_id.is_empty() || confirm != org_id {
             return Err(ApiError::bad_request(
-                "confirmation_required",
+                Code::ConfirmationRequired,
                 "Shredding is permanent: repeat the organization id as the confirmation.",
             ));
         }
