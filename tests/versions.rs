@@ -493,3 +493,47 @@ async fn secrets_stored_by_earlier_builds_keep_their_versions() {
     assert_eq!(t.send(delete(&tok, "k")).await.status, 200);
     assert!(t.all_secret_items().await.iter().all(|i| s(i, "pk") != pk), "deleting it deletes every version");
 }
+
+#[tokio::test]
+async fn rolling_back_needs_read_rights_on_the_version_restored() {
+    let t = TestVault::start().await;
+    let tok = m2m("org1", "client-a");
+    t.send(put(&tok, json!({"name": "k", "value": "scoped-old", "scope": ["a"]}))).await;
+    t.send(put(&tok, json!({"name": "k", "value": "open-new"}))).await;
+    // The owning client, with none of version 1's scopes: it may not read version 1 ...
+    let unscoped = m2m_scoped("org1", "client-a", "b");
+    let r = t.send(get_version(&unscoped, "k", "1")).await;
+    assert_eq!((r.status, r.code()), (403, "insufficient_scope"));
+    // ... so it may not restore it either (and then read it as the current version).
+    let before = t.all_secret_items().await.len();
+    let r = t.send(rollback(&unscoped, "k", 1)).await;
+    assert_eq!((r.status, r.code()), (403, "insufficient_scope"), "{}", r.body);
+    assert!(!r.body.contains("scoped-old"));
+    assert_eq!(t.all_secret_items().await.len(), before, "nothing written");
+    let r = t.send(get(&unscoped, "k")).await;
+    assert_eq!((r.json["version"].as_u64(), &r.json["value"]), (Some(2), &json!("open-new")));
+    let denied = t.audit("org1").await.iter().filter(|e| s(e, "event") == "vault.secret.access_denied").count();
+    assert_eq!(denied, 2, "both refusals are audited");
+    // A token holding the scope may.
+    let r = t.send(rollback(&m2m_scoped("org1", "client-a", "a"), "k", 1)).await;
+    assert_eq!((r.status, r.json["version"].as_u64()), (200, Some(3)), "{}", r.body);
+}
+
+#[tokio::test]
+async fn a_retained_version_is_gone_once_its_own_expiry_passes() {
+    let t = TestVault::start().await;
+    let tok = m2m("org1", "client-a");
+    let soon = (time::OffsetDateTime::now_utc() + time::Duration::seconds(2))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    t.send(put(&tok, json!({"name": "k", "value": "brief", "expiresAt": soon}))).await;
+    // The secret lives on without an expiry; its first version had one.
+    t.send(put(&tok, json!({"name": "k", "value": "lasting"}))).await;
+    assert_eq!(t.send(get_version(&tok, "k", "1")).await.status, 200, "readable until its expiry");
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    let r = t.send(get_version(&tok, "k", "1")).await;
+    assert_eq!((r.status, r.code()), (404, "version_not_found"), "{}", r.body);
+    let r = t.send(rollback(&tok, "k", 1)).await;
+    assert_eq!((r.status, r.code()), (404, "version_not_found"), "{}", r.body);
+    assert_eq!(t.send(get(&tok, "k")).await.json["version"], 2);
+}

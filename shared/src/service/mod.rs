@@ -242,8 +242,10 @@ impl Vault {
         };
         let old = self.store.get_record(&p.org_id, &current.owner, &current.name, &sk).await?;
         // A retained version belongs to this secret's lifetime only (never to an earlier secret of the
-        // same name that was deleted or expired).
+        // same name that was deleted or expired), and is gone once its own expiry has passed.
+        let now = OffsetDateTime::now_utc().unix_timestamp();
         old.filter(|o| o.version == v && o.lifetime == current.lifetime && o.created_at == current.created_at)
+            .filter(|o| !o.is_expired(now))
             .ok_or(ApiError::VersionNotFound)
     }
 }

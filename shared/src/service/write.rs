@@ -326,7 +326,11 @@ impl Vault {
         let current = self.store.get_secret(&p.org_id, &owner, name).await?;
         let current = current.filter(|c| !c.is_expired(now)).ok_or(ApiError::NotFound)?;
         pre.check(Some(&current))?;
+        // Restoring a version hands its value to whoever can read the secret next: the caller needs read
+        // rights on it, by the same rules as `GET ?version=N` (the current version's scopes, and its own).
+        self.check_scope(p, meta, &current).await?;
         let source = self.retained_version(p, &current, version).await?;
+        self.check_scope(p, meta, &source).await?;
         let value = self.open(p, meta, &source).await?;
         let draft = Draft {
             owner: &owner,
