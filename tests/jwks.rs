@@ -83,8 +83,10 @@ async fn an_unreachable_jwks_at_cold_start_does_not_stop_the_function() {
     let t = TestVault::start().await;
     let vault = t.sibling(&[("VAULT_JWT_HS256_SECRET", ""), ("VAULT_JWKS_URL", "http://127.0.0.1:9/jwks.json")]).await;
     let rsa = EncodingKey::from_rsa_pem(RSA_KEY).unwrap();
+    // A key set that could not be fetched says nothing about the token: 503, retry, not 401.
     let r = send_to(&vault, get(&sign(Algorithm::RS256, "rsa-1", &rsa), "k")).await;
-    assert_eq!((r.status, r.code()), (401, "invalid_token"));
+    assert_eq!((r.status, r.code()), (503, "identity_provider_unavailable"), "{}", r.body);
+    assert_eq!(r.headers.get("retry-after").map(String::as_str), Some("1"));
 }
 
 #[tokio::test]
@@ -119,7 +121,7 @@ async fn a_jwks_that_errs_redirects_is_oversized_or_hangs_teaches_no_keys() {
         .await
         .unwrap_or_else(|_| panic!("{what}: the cold-start fetch gave up in time"));
         let r = send_to(&vault, list(&sign(Algorithm::RS256, "rsa-1", &rsa))).await;
-        assert_eq!((r.status, r.code()), (401, "invalid_token"), "{what}");
+        assert_eq!((r.status, r.code()), (503, "identity_provider_unavailable"), "{what}");
     }
     // The same key set served whole is accepted: the cases above failed for their defect alone.
     let vault = t.sibling(&[("VAULT_JWT_HS256_SECRET", ""), ("VAULT_JWKS_URL", &good_url)]).await;

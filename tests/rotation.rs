@@ -175,12 +175,79 @@ async fn an_interrupted_rewrap_resumes_and_never_rewraps_twice() {
         let r = send_to(&after, get(tok, name)).await;
         assert_eq!(r.status, 200, "{}", r.body);
     }
-    // Only the run that moved keys in an organization audits it: the second run, once per organization.
-    let mut rotated = 0;
-    for org in ["org-1", "org-2"] {
-        rotated += t.audit_events(org).await.iter().filter(|e| *e == "vault.key.rotated").count();
-    }
-    assert_eq!(rotated, 2);
+    // Every run that moved keys in an organization audits it there, the interrupted one included: the
+    // first run in org-1 (marked partial), the second in both; the third moved nothing and records
+    // nothing.
+    let rotated = |events: Vec<Item>| -> Vec<String> {
+        events.iter().filter(|e| s(e, "event") == "vault.key.rotated").map(|e| s(e, "detail")).collect()
+    };
+    let (first_org, second_org) = (rotated(t.audit("org-1").await), rotated(t.audit("org-2").await));
+    assert_eq!(first_org.len() + second_org.len(), 3, "{first_org:?} {second_org:?}");
+    let partial: Vec<&String> = first_org.iter().chain(&second_org).filter(|d| d.contains("partial=true")).collect();
+    assert_eq!(partial.len(), 1, "the interrupted organization's event says so");
+    assert!(partial[0].contains("rewrapped=7"), "{partial:?}");
+}
+
+/// Writes `value` to (`tok`, `name`) through the test's own container, whose only key is the old one
+/// (it has not seen the new ring), from a progress callback of the rewrap job: on a thread of its own
+/// with its own runtime, while the job waits.
+fn write_under_the_old_key(t: &Arc<TestVault>, tok: &str, name: &str, value: &str) {
+    let (t, tok, name, value) = (t.clone(), tok.to_owned(), name.to_owned(), value.to_owned());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let r = t.send(put(&tok, json!({"name": name, "value": value}))).await;
+            assert_eq!(r.status, 200, "{}", r.body);
+        })
+    })
+    .join()
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rewrap_job_is_complete_only_when_no_value_names_a_retired_key() {
+    let t = Arc::new(TestVault::start().await);
+    let secrets = seed(&t, &["org-1", "org-2"], 2).await;
+    let job = ring_vault(&t, &ring_new_and_old()).await;
+    let (tok, name, _) =
+        secrets.iter().find(|(tok, _, _)| vault_tests_org_of(tok).as_deref() == Some("org-1")).unwrap();
+    let done_org_1 = |line: &str| line.starts_with("organization \"org-1\"");
+
+    // Once the job has done org-1, a container that has not yet seen the new ring writes there under
+    // the old key. The job notices and moves it (and the version it replaced) before saying complete.
+    let wrote = AtomicBool::new(false);
+    let report = job
+        .rewrap_all(&RewrapOptions::default(), |line| {
+            if done_org_1(line) && !wrote.swap(true, Ordering::SeqCst) {
+                write_under_the_old_key(&t, tok, name, "late-under-k1");
+            }
+        })
+        .await
+        .unwrap();
+    assert!(wrote.load(Ordering::SeqCst));
+    assert!(report.complete, "{report:?}");
+    assert_eq!(report.remaining, 0);
+    assert_eq!(job.key_usage().await.unwrap().keys().collect::<Vec<_>>(), ["k2"]);
+    let after = ring_vault(&t, &ring_new_only()).await;
+    let r = send_to(&after, get(tok, name)).await;
+    assert_eq!((r.status, r.json["value"].as_str()), (200, Some("late-under-k1")), "{}", r.body);
+
+    // A container that keeps writing under the old key after every pass: the job does not say complete,
+    // and says how many values still name the old key.
+    let report = job
+        .rewrap_all(&RewrapOptions::default(), |line| {
+            if done_org_1(line) {
+                write_under_the_old_key(&t, tok, name, "still-under-k1");
+            }
+        })
+        .await
+        .unwrap();
+    assert!(!report.complete, "{report:?}");
+    assert!(report.remaining >= 1, "{report:?}");
+    assert_eq!(
+        report.remaining,
+        job.key_usage().await.unwrap().iter().filter(|(k, _)| *k != "k2").map(|(_, n)| n).sum::<usize>()
+    );
 }
 
 /// The organization a test token was minted for.
@@ -225,9 +292,11 @@ async fn shredding_destroys_an_organization_for_good() {
         t.all_secret_items().await.into_iter().filter(|i| s(i, "pk").starts_with("org#doomed#")).collect();
     assert_eq!(backup.len(), doomed.len() + 1, "secrets and the salt");
 
-    // Another warm container has the organization's key cached.
+    // Other warm containers have the organization's key cached.
     let other_container = t.sibling(&[]).await;
     assert_eq!(send_to(&other_container, get(&doomed[0].0, &doomed[0].1)).await.status, 200);
+    let warm_reader = t.sibling(&[]).await;
+    assert_eq!(send_to(&warm_reader, get(&doomed[0].0, &doomed[0].1)).await.status, 200);
 
     let err = t.vault.shred_org("doomed", "kept").await.unwrap_err();
     assert_eq!((err.status(), err.code().as_str()), (400, "confirmation_required"));
@@ -272,4 +341,10 @@ async fn shredding_destroys_an_organization_for_good() {
     assert_eq!(t.send(get(&m2m("doomed", "client-a"), "fresh")).await.json["value"], "new-life");
     let r = send_to(&fresh, get(&doomed[0].0, &doomed[0].1)).await;
     assert_eq!((r.status, r.code()), (500, "integrity_error"));
+    // A warm container that still caches the destroyed salt's key reads what was written under the new
+    // salt at once (it derives the key again), not an integrity error until its cache expires.
+    let r = send_to(&warm_reader, get(&m2m("doomed", "client-a"), "fresh")).await;
+    assert_eq!((r.status, r.json["value"].as_str()), (200, Some("new-life")), "{}", r.body);
+    let r = send_to(&warm_reader, get(&doomed[0].0, &doomed[0].1)).await;
+    assert_eq!((r.status, r.code()), (500, "integrity_error"), "the restored items stay unreadable there too");
 }

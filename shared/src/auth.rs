@@ -74,6 +74,8 @@ struct Jwks {
     http: HttpsClient,
     keys: RwLock<HashMap<String, (DecodingKey, Algorithm)>>,
     last_fetch: Mutex<Option<Instant>>,
+    /// Whether the last fetch got a key set.
+    fetched: std::sync::atomic::AtomicBool,
     min_refresh: Duration,
 }
 
@@ -92,6 +94,7 @@ impl TokenVerifier {
                     http,
                     keys: RwLock::new(HashMap::new()),
                     last_fetch: Mutex::new(None),
+                    fetched: std::sync::atomic::AtomicBool::new(false),
                     min_refresh: config.jwks_min_refresh,
                 };
                 jwks.refresh(true).await;
@@ -115,7 +118,7 @@ impl TokenVerifier {
             Keys::Hs256(key) => (key.clone(), Algorithm::HS256),
             Keys::Jwks(jwks) => {
                 let kid = jwt_header.kid.as_deref().ok_or_else(|| ApiError::invalid_token("it has no key id (kid)"))?;
-                jwks.key(kid).await.ok_or_else(|| ApiError::invalid_token("its key id (kid) is not known"))?
+                jwks.key(kid).await?
             }
         };
         if jwt_header.alg != alg {
@@ -212,12 +215,21 @@ fn principal_from(c: Claims) -> Result<Principal, ApiError> {
 }
 
 impl Jwks {
-    async fn key(&self, kid: &str) -> Option<(DecodingKey, Algorithm)> {
+    /// The key `kid` names. Not knowing it is a verdict on the token (401) only when the key set could
+    /// be fetched; if the last fetch failed, the identity provider is unavailable (503).
+    async fn key(&self, kid: &str) -> Result<(DecodingKey, Algorithm), ApiError> {
         if let Some(found) = self.keys.read().await.get(kid) {
-            return Some(found.clone());
+            return Ok(found.clone());
         }
         self.refresh(false).await;
-        self.keys.read().await.get(kid).cloned()
+        if let Some(found) = self.keys.read().await.get(kid) {
+            return Ok(found.clone());
+        }
+        if self.fetched.load(std::sync::atomic::Ordering::Acquire) {
+            Err(ApiError::invalid_token("its key id (kid) is not known"))
+        } else {
+            Err(ApiError::IdpUnavailable)
+        }
     }
 
     /// Fetches the key set, at most once per `min_refresh` (one minute) unless `force` (cold start).
@@ -232,6 +244,8 @@ impl Jwks {
                 let keys = usable_keys(&set);
                 tracing::info!(keys = keys.len(), "fetched JWKS");
                 *self.keys.write().await = keys;
+                self.fetched.store(true, std::sync::atomic::Ordering::Release);
+                return;
             }
             Ok(Err(e)) => {
                 tracing::error!(error = %crate::error::chain(&*e), "could not fetch JWKS; keeping the keys already known")
@@ -241,6 +255,7 @@ impl Jwks {
                 "could not fetch JWKS in time; keeping the keys already known"
             ),
         }
+        self.fetched.store(false, std::sync::atomic::Ordering::Release);
     }
 
     /// One GET of the key set: a 2xx JSON body of at most [`MAX_JWKS_BYTES`]; redirects are not followed.

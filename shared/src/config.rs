@@ -24,6 +24,25 @@ pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_millis(8_000
 /// A JWKS document is fetched again on an unknown `kid` at most this often.
 pub const JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
 
+/// A JWKS URL must be `https://`, or plain `http://` to a loopback host (a local identity provider);
+/// never with credentials in it. Parsed, not matched by prefix: `http://localhost.evil.example/` and
+/// `http://localhost@evil.example/` are not local.
+fn check_jwks_url(url: &str) -> Result<(), &'static str> {
+    let uri: lambda_http::http::Uri = url.parse().map_err(|_| "must be an absolute URL")?;
+    let authority = uri.authority().ok_or("must be an absolute URL")?;
+    if authority.as_str().contains('@') {
+        return Err("must not hold credentials (user@host)");
+    }
+    let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+    let loopback =
+        host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    match uri.scheme_str() {
+        Some("https") => Ok(()),
+        Some("http") if loopback => Ok(()),
+        _ => Err("must be an https:// URL (plain http only for a loopback host)"),
+    }
+}
+
 /// Where token signing keys come from.
 pub enum JwtKeySource {
     /// `VAULT_JWKS_URL`: RS256/ES256 keys from the identity provider's JWKS document.
@@ -114,15 +133,7 @@ impl Config {
                 });
             }
             (Some(url), None) => {
-                if !(url.starts_with("https://")
-                    || url.starts_with("http://127.0.0.1")
-                    || url.starts_with("http://localhost"))
-                {
-                    return Err(ConfigError::Invalid {
-                        name: "VAULT_JWKS_URL",
-                        why: "must be an https:// URL (plain http only for localhost)".into(),
-                    });
-                }
+                check_jwks_url(&url).map_err(|why| ConfigError::Invalid { name: "VAULT_JWKS_URL", why: why.into() })?;
                 JwtKeySource::Jwks { url }
             }
             (None, Some(secret)) => {
@@ -211,6 +222,13 @@ mod tests {
         env(&e)
     }
 
+    /// The base environment verifying tokens through the JWKS at `url` instead of HS256.
+    fn jwks_env(url: &str) -> Result<Config, ConfigError> {
+        let mut e: Vec<(&str, &str)> = base().into_iter().filter(|(k, _)| *k != "VAULT_JWT_HS256_SECRET").collect();
+        e.push(("VAULT_JWKS_URL", url));
+        env(&e)
+    }
+
     fn base() -> Vec<(&'static str, &'static str)> {
         vec![
             ("VAULT_MASTER_KEY", KEY),
@@ -281,6 +299,34 @@ mod tests {
         assert!(env(&e).unwrap_err().to_string().contains("VAULT_JWKS_URL or VAULT_JWT_HS256_SECRET"));
         e.push(("VAULT_JWKS_URL", "http://idp.example/jwks.json"));
         assert!(env(&e).is_err(), "plain http JWKS must be refused");
+    }
+
+    #[test]
+    fn jwks_urls_are_parsed_not_prefix_matched() {
+        for ok in [
+            "https://idp.example/.well-known/jwks.json",
+            "http://localhost:9400/jwks",
+            "http://127.0.0.1:9400/jwks",
+            "http://127.1.2.3/jwks",
+            "http://[::1]:9400/jwks",
+        ] {
+            assert_eq!(check_jwks_url(ok), Ok(()), "{ok}");
+            assert!(jwks_env(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://localhost.evil.example/jwks",
+            "http://localhost@evil.example/jwks",
+            "http://127.0.0.1.evil.example/jwks",
+            "http://127.0.0.1@evil.example/jwks",
+            "https://user:pass@idp.example/jwks",
+            "http://idp.example/jwks",
+            "ftp://localhost/jwks",
+            "localhost/jwks",
+            "",
+        ] {
+            assert!(check_jwks_url(bad).is_err(), "{bad}");
+            assert!(jwks_env(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

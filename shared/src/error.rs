@@ -59,6 +59,7 @@ codes! {
     IntegrityError = "integrity_error",
     InternalError = "internal_error",
     StorageUnavailable = "storage_unavailable",
+    IdentityProviderUnavailable = "identity_provider_unavailable",
     /// Operator jobs only (never an HTTP response): a shred without its confirmation.
     ConfirmationRequired = "confirmation_required",
 }
@@ -127,6 +128,10 @@ pub enum ApiError {
     #[error("storage unavailable")]
     Unavailable(#[source] BoxError),
 
+    /// 503: the identity provider's key set (JWKS) could not be fetched, so no token can be judged yet.
+    #[error("identity provider unavailable")]
+    IdpUnavailable,
+
     /// 500: a stored ciphertext failed authentication. Logged and audited; never garbage returned.
     #[error("stored secret failed its integrity check")]
     Integrity(#[source] BoxError),
@@ -172,7 +177,7 @@ impl ApiError {
             Self::MethodNotAllowed => 405,
             Self::PayloadTooLarge { .. } => 413,
             Self::UnsupportedMediaType => 415,
-            Self::Unavailable(_) => 503,
+            Self::Unavailable(_) | Self::IdpUnavailable => 503,
             Self::Integrity(_) | Self::Internal(_) => 500,
         }
     }
@@ -190,6 +195,7 @@ impl ApiError {
             Self::MethodNotAllowed => Code::MethodNotAllowed,
             Self::UnsupportedMediaType => Code::UnsupportedMediaType,
             Self::Unavailable(_) => Code::StorageUnavailable,
+            Self::IdpUnavailable => Code::IdentityProviderUnavailable,
             Self::Integrity(_) => Code::IntegrityError,
             Self::Internal(_) => Code::InternalError,
         }
@@ -213,6 +219,10 @@ impl ApiError {
             Self::MethodNotAllowed => "This method is not supported on this route.".into(),
             Self::UnsupportedMediaType => "The request body must be sent as Content-Type: application/json.".into(),
             Self::Unavailable(_) => "Secret storage is temporarily unavailable; retry later.".into(),
+            Self::IdpUnavailable => {
+                "The identity provider's signing keys could not be fetched, so the token cannot be checked yet; retry later."
+                    .into()
+            }
             Self::Integrity(_) => {
                 "The stored secret failed its integrity check and was not returned; an operator has been alerted in the audit log."
                     .into()
@@ -237,7 +247,7 @@ impl ApiError {
             Self::Forbidden { code: Code::InsufficientScope, .. } => {
                 vec![bearer("Bearer realm=\"token-vault\", error=\"insufficient_scope\"")]
             }
-            Self::Unavailable(_) => vec![(header::RETRY_AFTER, HeaderValue::from_static("1"))],
+            Self::Unavailable(_) | Self::IdpUnavailable => vec![(header::RETRY_AFTER, HeaderValue::from_static("1"))],
             Self::MethodNotAllowed => vec![(header::ALLOW, HeaderValue::from_static(allow))],
             _ => Vec::new(),
         }

@@ -205,3 +205,52 @@ impl<'a> EventView<'a> {
         view
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_dynamodb::types::AttributeValue;
+
+    #[test]
+    fn the_event_view_shows_the_named_fields_only() {
+        let item: Item = [
+            ("pk", "org%231#2026-03-04"),
+            ("sk", "0195a1b2c3d4e5f60718293a4b5c6d7e"),
+            ("event", "vault.secret.retrieved"),
+            ("secretName", "n"),
+            ("actorUserId", "auth0|u"),
+            ("sourceIp", "10.0.0.1"),
+            ("ttl", "1804000000"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), AttributeValue::S(v.to_owned())))
+        .collect();
+        let get = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+        // The API's view: the named fields only (no partition key, TTL or anything else stored).
+        let mut stored = item.clone();
+        stored.insert("value".into(), AttributeValue::S("never shown".into()));
+        let view = serde_json::to_value(EventView::of(&stored)).unwrap();
+        let keys: std::collections::BTreeSet<&str> = view.as_object().unwrap().keys().map(String::as_str).collect();
+        let expected = [
+            "id",
+            "time",
+            "event",
+            "secret",
+            "ownership",
+            "ownerClientId",
+            "actorClientId",
+            "actorUserId",
+            "tokenKind",
+            "outcome",
+            "requestId",
+            "sourceIp",
+            "userAgent",
+            "detail",
+        ];
+        assert_eq!(keys, expected.into_iter().collect());
+        assert_eq!(view["id"], get("sk").as_str());
+        assert_eq!((view["secret"].as_str(), view["actorUserId"].as_str()), (Some("n"), Some("auth0|u")));
+        assert_eq!((view["sourceIp"].as_str(), view["detail"].as_str()), (Some("10.0.0.1"), None));
+        assert!(!view.to_string().contains("never shown") && !view.to_string().contains("org%231"));
+    }
+}

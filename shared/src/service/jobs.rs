@@ -18,6 +18,9 @@ use crate::store::{ToItem, base_name, event_id};
 
 /// Organizations read per page of the registry.
 const ORG_PAGE: i32 = 100;
+/// Passes the rewrap job makes, after the first, over organizations where values written meanwhile
+/// still name a retired key.
+const VERIFY_PASSES: usize = 2;
 /// Most passes the shredder makes over an organization's secrets.
 const SHRED_PASSES: usize = 5;
 
@@ -47,7 +50,9 @@ pub struct RewrapReport {
     pub changed_meanwhile: usize,
     /// Could not be opened (a key id missing from the ring, or a failed integrity check); logged.
     pub failed: usize,
-    /// False when the run stopped early: run the job again to resume.
+    /// Stored values still under a retired key at the end (written under it while the run went on).
+    pub remaining: usize,
+    /// False when the run stopped early, or values still name a retired key: run the job again.
     pub complete: bool,
 }
 
@@ -120,7 +125,11 @@ impl Vault {
     /// Safe while the API serves traffic: each data key is replaced only if the secret still holds the
     /// one read (a conditional write), so an update made meanwhile is never overwritten. Idempotent, and
     /// resumable: finished organizations are checkpointed, and a rerun skips secrets already current.
-    /// Each organization whose data keys the run moved gets a `vault.key.rotated` audit event.
+    /// Every organization whose data keys a run moved gets a `vault.key.rotated` audit event, an
+    /// organization the run stopped in included (`partial=true`). The run says `complete` only after a
+    /// check that no stored value of any organization still names a retired key: values written under
+    /// the old key while it ran (by a container that had not yet seen the new ring) are moved by further
+    /// passes, and while some remain the report says how many.
     pub async fn rewrap_all(&self, opts: &RewrapOptions, progress: impl Fn(&str)) -> Result<RewrapReport, ApiError> {
         let active = self.keyring()?.active().id().to_owned();
         let meta = job_meta("rotate-keys");
@@ -135,39 +144,121 @@ impl Vault {
         loop {
             let (orgs, more) = self.store.list_orgs(after.as_deref(), ORG_PAGE).await?;
             for org in &orgs {
-                let before = report.clone();
-                match self.rewrap_org(org, opts, &mut report).await {
-                    Ok(()) => {}
-                    Err(Stop::Limit) => {
-                        progress("stopping early; run the job again to resume");
-                        return Ok(report);
-                    }
-                    Err(Stop::Failed(e)) => return Err(e),
-                }
-                let detail = format!(
-                    "toKeyId={active} rewrapped={} alreadyCurrent={} changedMeanwhile={} failed={}",
-                    report.rewrapped - before.rewrapped,
-                    report.already_current - before.already_current,
-                    report.changed_meanwhile - before.changed_meanwhile,
-                    report.failed - before.failed
-                );
-                // Only an organization whose keys this run touched gets an event; a run with nothing to
-                // do (a scheduled one, or a rerun) records nothing.
-                if report.rewrapped > before.rewrapped || report.failed > before.failed {
-                    self.record_job(EventKind::KeyRotated, org, &meta, detail.clone()).await?;
+                if !self.rewrap_and_audit(org, opts, &meta, &mut report, &progress).await? {
+                    return Ok(report);
                 }
                 self.store.put_checkpoint(&active, org).await?;
                 report.organizations += 1;
-                progress(&format!("organization {org:?}: {detail}"));
             }
             match more {
                 Some(last) => after = Some(last),
                 None => break,
             }
         }
+        for pass in 0..=VERIFY_PASSES {
+            let stale = self.orgs_under_retired_keys().await?;
+            report.remaining = stale.iter().map(|(_, n)| n).sum();
+            if stale.is_empty() || pass == VERIFY_PASSES {
+                break;
+            }
+            progress(&format!("{} values written under a retired key meanwhile; another pass", report.remaining));
+            for (org, _) in &stale {
+                if !self.rewrap_and_audit(org, opts, &meta, &mut report, &progress).await? {
+                    return Ok(report);
+                }
+            }
+        }
+        if report.remaining > 0 {
+            progress("values still name a retired key: run the job again once every container has the new ring");
+            return Ok(report);
+        }
         self.store.delete_checkpoint().await?;
         report.complete = true;
         Ok(report)
+    }
+
+    /// One organization's pass, audited when it moved or failed any key (also when it stopped early).
+    /// Returns false when the run must stop (its limit was reached).
+    async fn rewrap_and_audit(
+        &self,
+        org: &str,
+        opts: &RewrapOptions,
+        meta: &RequestMeta,
+        report: &mut RewrapReport,
+        progress: &impl Fn(&str),
+    ) -> Result<bool, ApiError> {
+        let before = report.clone();
+        let outcome = self.rewrap_org(org, opts, report).await;
+        let stopped = match outcome {
+            Ok(()) => false,
+            Err(Stop::Limit) => true,
+            Err(Stop::Failed(e)) => return Err(e),
+        };
+        let detail = format!(
+            "toKeyId={} rewrapped={} alreadyCurrent={} changedMeanwhile={} failed={}{}",
+            report.active_key_id,
+            report.rewrapped - before.rewrapped,
+            report.already_current - before.already_current,
+            report.changed_meanwhile - before.changed_meanwhile,
+            report.failed - before.failed,
+            if stopped { " partial=true" } else { "" }
+        );
+        // Only an organization whose keys this pass touched gets an event; a pass with nothing to do (a
+        // scheduled run, or a rerun) records nothing.
+        if report.rewrapped > before.rewrapped || report.failed > before.failed {
+            self.record_job(EventKind::KeyRotated, org, meta, detail.clone()).await?;
+        }
+        progress(&format!("organization {org:?}: {detail}"));
+        if stopped {
+            progress("stopping early; run the job again to resume");
+        }
+        Ok(!stopped)
+    }
+
+    /// The organizations with stored values whose data key is under a retired master key, and how many.
+    async fn orgs_under_retired_keys(&self) -> Result<Vec<(String, usize)>, ApiError> {
+        let mut stale = Vec::new();
+        for (org, usage) in self.key_usage_by_org().await? {
+            let mut count = 0;
+            for (key_id, n) in usage {
+                if !self.is_active(&key_id)? {
+                    count += n;
+                }
+            }
+            if count > 0 {
+                stale.push((org, count));
+            }
+        }
+        Ok(stale)
+    }
+
+    /// Stored values per master key id (as their envelopes name it), organization by organization, from
+    /// the `by-org` index.
+    async fn key_usage_by_org(&self) -> Result<Vec<(String, BTreeMap<String, usize>)>, ApiError> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let (orgs, more) = self.store.list_orgs(after.as_deref(), ORG_PAGE).await?;
+            for org in orgs {
+                let mut usage = BTreeMap::new();
+                let mut start = None;
+                loop {
+                    let (page, next) = self.store.org_secret_keys(&org, start).await?;
+                    for (_, _, key_id) in page {
+                        *usage.entry(key_id).or_insert(0) += 1;
+                    }
+                    match next {
+                        Some(key) => start = Some(key),
+                        None => break,
+                    }
+                }
+                out.push((org, usage));
+            }
+            match more {
+                Some(last) => after = Some(last),
+                None => return Ok(out),
+            }
+        }
     }
 
     async fn rewrap_org(&self, org_id: &str, opts: &RewrapOptions, report: &mut RewrapReport) -> Result<(), Stop> {
@@ -237,31 +328,16 @@ impl Vault {
         }
     }
 
-    /// Counts secrets per master key id (as their envelopes name it), across every organization.
+    /// Counts stored values per master key id (as their envelopes name it), across every organization.
     /// An old key may leave the ring once it counts zero.
     pub async fn key_usage(&self) -> Result<BTreeMap<String, usize>, ApiError> {
         let mut usage = BTreeMap::new();
-        let mut after: Option<String> = None;
-        loop {
-            let (orgs, more) = self.store.list_orgs(after.as_deref(), ORG_PAGE).await?;
-            for org in &orgs {
-                let mut start = None;
-                loop {
-                    let (page, next) = self.store.org_secret_keys(org, start).await?;
-                    for (_, _, key_id) in page {
-                        *usage.entry(key_id).or_insert(0) += 1;
-                    }
-                    match next {
-                        Some(key) => start = Some(key),
-                        None => break,
-                    }
-                }
-            }
-            match more {
-                Some(last) => after = Some(last),
-                None => return Ok(usage),
+        for (_, org_usage) in self.key_usage_by_org().await? {
+            for (key_id, n) in org_usage {
+                *usage.entry(key_id).or_insert(0) += n;
             }
         }
+        Ok(usage)
     }
 
     /// Crypto-shreds an organization: destroys its salt (every secret of it becomes permanently

@@ -135,6 +135,13 @@ impl Vault {
         Ok(key)
     }
 
+    /// Forgets the cached key of `org_id` under master key `key_id`; true if there was one.
+    async fn forget_if_cached(&self, org_id: &str, key_id: &str) -> bool {
+        let Ok(keyring) = self.keyring() else { return false };
+        let Some(master) = keyring.find(key_id) else { return false };
+        self.org_keys.write().await.remove(&(master.id().to_owned(), org_id.to_owned())).is_some()
+    }
+
     /// Forgets every cached key of `org_id` (after shredding it).
     pub(crate) async fn forget_org(&self, org_id: &str) {
         self.org_keys.write().await.retain(|(_, org), _| org != org_id);
@@ -210,11 +217,14 @@ impl Vault {
     async fn open(&self, p: &Principal, meta: &RequestMeta, item: &SecretItem) -> Result<SecretString, ApiError> {
         let envelope = item.envelope.as_ref().ok_or_else(|| ApiError::internal("secret read without its envelope"))?;
         let binding = Binding { org_id: &p.org_id, owner: &item.owner, name: &item.name };
-        let opened = match self.org_key(&p.org_id, Some(&envelope.key_id), false).await {
-            Ok(key) => key.open(binding, envelope).map_err(|e| ApiError::Integrity(Box::new(e))),
-            Err(e) => Err(e),
+        let attempt = |key: Arc<OrgKey>| key.open(binding, envelope).map_err(|e| ApiError::Integrity(Box::new(e)));
+        let mut opened = self.org_key(&p.org_id, Some(&envelope.key_id), false).await.and_then(attempt);
+        if opened.is_err() && self.forget_if_cached(&p.org_id, &envelope.key_id).await {
+            // The cached key may derive from a salt that is gone (the organization was shredded and has
+            // written again under a new one): derive it again from the salt stored now, once.
+            opened = self.org_key(&p.org_id, Some(&envelope.key_id), false).await.and_then(attempt);
         }
-        .and_then(|plain| {
+        let opened = opened.and_then(|plain| {
             std::str::from_utf8(&plain)
                 .map(|s| SecretString::from(s.to_owned()))
                 .map_err(|_| ApiError::Integrity("opened value is not UTF-8".into()))

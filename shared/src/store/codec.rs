@@ -165,6 +165,45 @@ pub(super) fn secret_from_item(owner: &Owner, item: &Item, with_envelope: bool) 
 /// Longest user agent kept, in characters.
 const MAX_USER_AGENT: usize = 256;
 
+/// A user agent as an audit record keeps it: without control characters and terminal escape
+/// sequences (CSI `ESC [ ... final`, OSC `ESC ] ... BEL`, and any other `ESC x`), which would otherwise
+/// reach whoever reads the audit log in a terminal, and at most [`MAX_USER_AGENT`] characters.
+fn clean_user_agent(ua: &str) -> String {
+    let mut out = String::new();
+    let mut chars = ua.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            match chars.next() {
+                // CSI: parameters and intermediates up to a final byte in @..~.
+                Some('[') => {
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                // OSC: up to BEL or ST (ESC \\).
+                Some(']') => {
+                    while let Some(c) = chars.next() {
+                        if c == '\u{7}' || (c == '\u{1b}' && chars.next_if_eq(&'\\').is_some()) {
+                            break;
+                        }
+                    }
+                }
+                _ => {}
+            }
+            continue;
+        }
+        if !c.is_control() {
+            out.push(c);
+            if out.chars().count() == MAX_USER_AGENT {
+                break;
+            }
+        }
+    }
+    out
+}
+
 /// The audit item of `event`, expiring after `retention_days`.
 pub(super) fn event_item(event: &AuditEvent<'_>, now: OffsetDateTime, retention_days: u32) -> Item {
     let s = |v: &str| AttributeValue::S(v.to_owned());
@@ -191,8 +230,7 @@ pub(super) fn event_item(event: &AuditEvent<'_>, now: OffsetDateTime, retention_
         item.insert(schema::SOURCE_IP.into(), s(ip));
     }
     if let Some(ua) = &event.meta.user_agent {
-        let ua: String = ua.chars().take(MAX_USER_AGENT).collect();
-        item.insert(schema::USER_AGENT.into(), s(&ua));
+        item.insert(schema::USER_AGENT.into(), s(&clean_user_agent(ua)));
     }
     item.insert(schema::OUTCOME.into(), s(event.outcome));
     if let Some(detail) = &event.detail {
@@ -213,5 +251,76 @@ pub trait ToItem {
 impl ToItem for AuditEvent<'_> {
     fn to_item(&self, now: OffsetDateTime, retention_days: u32) -> Item {
         event_item(self, now, retention_days)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{EventKind, Principal, RequestMeta, TokenKind};
+    use crate::store::keys::event_id;
+
+    #[test]
+    fn event_ids_are_time_ordered_and_unique() {
+        let t = OffsetDateTime::now_utc();
+        let a = event_id(t);
+        let b = event_id(t + time::Duration::milliseconds(1));
+        assert_eq!(a.len(), 32);
+        assert!(a < b);
+        assert_ne!(event_id(t), event_id(t));
+    }
+
+    #[test]
+    fn item_records_who_what_where_and_expires() {
+        let p = Principal {
+            org_id: "org#1".into(),
+            client_id: "c1".into(),
+            kind: TokenKind::User { user_id: "auth0|u".into() },
+            scopes: Default::default(),
+            admin: false,
+        };
+        let meta = RequestMeta {
+            request_id: "r1".into(),
+            source_ip: Some("10.0.0.1".into()),
+            user_agent: Some("x".repeat(1000)),
+        };
+        let owner = Owner::App { client_id: "c1".into() };
+        let now = time::macros::datetime!(2026-03-04 05:06:07 UTC);
+        let ev = AuditEvent {
+            kind: EventKind::Retrieved,
+            principal: &p,
+            meta: &meta,
+            secret_name: "n",
+            owner: Some(&owner),
+            outcome: "success",
+            detail: None,
+        };
+        let item = event_item(&ev, now, 365);
+        let get = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+        assert_eq!(get("pk"), "org%231#2026-03-04");
+        assert_eq!(get("event"), "vault.secret.retrieved");
+        assert_eq!(get("actorUserId"), "auth0|u");
+        assert_eq!(get("tokenKind"), "user");
+        assert_eq!(get("ownership"), "app");
+        assert_eq!(get("userAgent").len(), MAX_USER_AGENT);
+        assert_eq!(get("time"), "2026-03-04T05:06:07Z");
+        let ttl: i64 = item["ttl"].as_n().unwrap().parse().unwrap();
+        assert_eq!(ttl, now.unix_timestamp() + 365 * 86_400);
+    }
+
+    #[test]
+    fn user_agents_are_stored_without_control_or_terminal_sequences() {
+        for (sent, stored) in [
+            ("curl/8.5.0", "curl/8.5.0"),
+            ("evil\u{1b}[31mred\u{1b}[0m agent", "evilred agent"),
+            ("bell\u{7}\r\nX-Injected: 1", "bellX-Injected: 1"),
+            ("osc\u{1b}]0;title\u{7}done", "oscdone"),
+            ("\u{1b}", ""),
+            ("tab\tand\u{7f}del", "tabanddel"),
+            ("ünïcode ✓", "ünïcode ✓"),
+        ] {
+            assert_eq!(clean_user_agent(sent), stored, "{sent:?}");
+        }
+        assert_eq!(clean_user_agent(&"x".repeat(1000)).len(), MAX_USER_AGENT);
     }
 }
