@@ -375,10 +375,14 @@ async fn admins_manage_other_clients_app_secrets_only() {
     t.send(put(&user("org1", "client-b", "u1"), json!({"name": "personal", "value": "p"}))).await;
     assert_error(&t.send(get(&adm, "personal").query("clientId", "client-b")).await, 404, "not_found");
     assert_error(&t.send(delete(&adm, "personal").query("clientId", "client-b")).await, 404, "not_found");
-    // Admins as users too.
-    let admin_user = user_scoped("org1", "admin-client", "boss", "vault:admin");
+    // Admins as users too: a user holds the admin permission through `permissions` (Auth0 RBAC) ...
+    let admin_user = admin_user("org1", "admin-client", "boss");
     let r = t.send(put(&admin_user, json!({"name": "k2", "value": "v", "clientId": "client-b"}))).await;
     assert_eq!(r.status, 201);
+    // ... never through `scope`, which any user may ask for.
+    let asked = user_scoped("org1", "admin-client", "mallory", "vault:admin");
+    let r = t.send(put(&asked, json!({"name": "k3", "value": "v", "clientId": "client-b"}))).await;
+    assert_error(&r, 403, "forbidden");
 
     // Anyone else sending clientId is refused, audited, and nothing is written.
     let before = t.all_secret_items().await.len();
@@ -391,7 +395,7 @@ async fn admins_manage_other_clients_app_secrets_only() {
     }
     assert_eq!(t.all_secret_items().await.len(), before);
     let denied = t.audit_events("org1").await.iter().filter(|e| *e == "vault.secret.access_denied").count();
-    assert_eq!(denied, 12);
+    assert_eq!(denied, 12 + 1, "these twelve, and the user who had asked for the admin scope");
     assert_eq!(t.send(delete(&adm, "k").query("clientId", "client-b")).await.status, 200);
     assert_error(&t.send(get(&m2m("org1", "client-b"), "k")).await, 404, "not_found");
 }
@@ -412,10 +416,12 @@ async fn scoped_secrets_need_a_matching_scope() {
         &json!({"iss": ISSUER, "aud": AUDIENCE, "exp": time::OffsetDateTime::now_utc().unix_timestamp() + 60,
         "org_id": "org1", "client_id": "c", "gty": "client-credentials", "scp": ["payments"]}),
     );
-    assert_eq!(t.send(get(&scp, "stripe")).await.json["value"], "sk_live_1");
+    // Auth0's tokens carry their scopes in `scope`: an `scp` is not read (Okta's and Entra's are, by their
+    // profiles: auth/claims_tests.rs).
+    assert_error(&t.send(get(&scp, "stripe")).await, 403, "insufficient_scope");
     let events = t.audit("org1").await;
     let denied: Vec<_> = events.iter().filter(|e| s(e, "event") == "vault.secret.access_denied").collect();
-    assert_eq!(denied.len(), 2);
+    assert_eq!(denied.len(), 3);
     assert_eq!(s(denied[0], "outcome"), "insufficient_scope");
     assert_eq!(s(denied[0], "secretName"), "stripe");
 }

@@ -24,6 +24,7 @@ fn jwt_config(keys: JwtKeySource) -> JwtConfig {
         audience: AUDIENCE.into(),
         keys,
         jwks_min_refresh: token_vault::JWKS_REFRESH_INTERVAL,
+        claims: token_vault::ClaimRules::defaults(token_vault::IdpProfile::Auth0, AUDIENCE),
     }
 }
 

@@ -19,6 +19,7 @@ fn setup() -> &'static (tokio::runtime::Runtime, TokenVerifier) {
             audience: "token-vault".into(),
             keys: JwtKeySource::Hs256 { secret: SecretBox::new(Box::new(SECRET.to_vec())) },
             jwks_min_refresh: JWKS_REFRESH_INTERVAL,
+            claims: token_vault::ClaimRules::defaults(token_vault::IdpProfile::Auth0, "token-vault"),
         };
         let verifier = rt.block_on(TokenVerifier::new(&config)).unwrap();
         (rt, verifier)

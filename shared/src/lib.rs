@@ -32,7 +32,8 @@ mod store;
 
 pub use auth::TokenVerifier;
 pub use config::{
-    Config, ConfigError, DEFAULT_AUDIENCE, DEFAULT_ISSUER, JWKS_REFRESH_INTERVAL, JwtConfig, JwtKeySource, KeyUse,
+    ClaimRules, Config, ConfigError, DEFAULT_AUDIENCE, DEFAULT_ISSUER, IdpProfile, JWKS_REFRESH_INTERVAL, JwtConfig,
+    JwtKeySource, KeyUse, MachineRule,
 };
 pub use crypto::{Binding, MasterKey, OrgKey};
 pub use error::{ApiError, Code, chain};

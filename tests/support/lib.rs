@@ -134,6 +134,8 @@ pub fn config_for(overrides: &[(&str, &str)], keys: token_vault::KeyUse) -> Conf
         ("VAULT_SECRETS_TABLE", SECRETS_TABLE),
         ("VAULT_AUDIT_TABLE", AUDIT_TABLE),
         ("VAULT_AUDIT_TIMEOUT_MS", "1500"),
+        // The test tokens are Auth0-shaped, whether signed with HS256 or with the test JWKS's keys.
+        ("VAULT_IDP_PROFILE", "auth0"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -502,6 +504,13 @@ pub fn user(org: &str, client: &str, user_id: &str) -> String {
 
 pub fn user_scoped(org: &str, client: &str, user_id: &str, scope: &str) -> String {
     sign(&vault_dev::user_claims(ISSUER, AUDIENCE, org, client, user_id, scope, 600))
+}
+
+/// An organization admin's user token: the admin permission in `permissions` (Auth0 RBAC).
+pub fn admin_user(org: &str, client: &str, user_id: &str) -> String {
+    let mut claims = vault_dev::user_claims(ISSUER, AUDIENCE, org, client, user_id, "", 600);
+    claims["permissions"] = json!(["vault:admin"]);
+    sign(&claims)
 }
 
 /// An organization admin's M2M token.

@@ -1,58 +1,38 @@
-//! Bearer token verification and the principal a verified token describes.
+//! Bearer token verification and the principal a verified token describes. Rooms: [`jwks`] (the
+//! identity provider's key set) and [`claims`] (each provider's claim rules).
 //!
 //! The accepted algorithm comes from server configuration, never from the token: HS256 with
 //! `VAULT_JWT_HS256_SECRET`, or RS256/ES256 from the identity provider's JWKS (`VAULT_JWKS_URL`), where
 //! each key's type fixes its one algorithm. `exp` is required, `nbf` honoured and an `iat` in the future
 //! refused, each with 60 s of leeway.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod claims;
+mod jwks;
 
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use std::collections::HashMap;
 
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use secrecy::ExposeSecret;
-use serde::Deserialize;
 use tokio::sync::{Mutex, RwLock};
 
-use crate::config::{JwtConfig, JwtKeySource};
+use crate::config::{ClaimRules, IdpProfile, JwtConfig, JwtKeySource};
 use crate::error::{ApiError, Code};
-use crate::model::{ADMIN_PERMISSION, Principal, TokenKind};
-use crate::rules::{MAX_TOKEN_BYTES, is_valid_id};
+use crate::model::Principal;
+use crate::rules::MAX_TOKEN_BYTES;
+use claims::Claims;
+use jwks::{Jwks, https_client};
+
+pub use jwks::MAX_JWKS_BYTES;
 
 /// Clock skew tolerated on `exp` and `nbf`.
 pub(crate) const LEEWAY_SECS: u64 = 60;
-/// A JWKS document larger than this is refused (real ones are a few KiB).
-pub const MAX_JWKS_BYTES: usize = 256 * 1024;
-/// One JWKS fetch, connection included, gives up after this long.
-pub(crate) const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// The claims we read (RFC 9068 / Auth0 style). Other claims are ignored; a repeated claim is refused.
-#[derive(Deserialize)]
-struct Claims {
-    /// Issued-at (RFC 7519 NumericDate, which may have a fraction). Optional, but never in the future.
-    iat: Option<f64>,
-    org_id: Option<String>,
-    client_id: Option<String>,
-    azp: Option<String>,
-    sub: Option<String>,
-    gty: Option<String>,
-    scope: Option<String>,
-    scp: Option<Vec<String>>,
-    permissions: Option<Vec<String>>,
-}
 
 /// Verifies bearer tokens against the configured keys.
 pub struct TokenVerifier {
     issuer: String,
     audience: String,
     keys: Keys,
+    claims: ClaimRules,
 }
 
 impl std::fmt::Debug for TokenVerifier {
@@ -67,16 +47,6 @@ impl std::fmt::Debug for TokenVerifier {
 enum Keys {
     Hs256(DecodingKey),
     Jwks(Box<Jwks>),
-}
-
-struct Jwks {
-    url: String,
-    http: HttpsClient,
-    keys: RwLock<HashMap<String, (DecodingKey, Algorithm)>>,
-    last_fetch: Mutex<Option<Instant>>,
-    /// Whether the last fetch got a key set.
-    fetched: std::sync::atomic::AtomicBool,
-    min_refresh: Duration,
 }
 
 impl TokenVerifier {
@@ -101,7 +71,12 @@ impl TokenVerifier {
                 Keys::Jwks(Box::new(jwks))
             }
         };
-        Ok(Self { issuer: config.issuer.clone(), audience: config.audience.clone(), keys })
+        Ok(Self {
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
+            keys,
+            claims: config.claims.clone(),
+        })
     }
 
     /// Verifies the `Authorization` header value and returns the principal. Every failure is a 401.
@@ -128,12 +103,18 @@ impl TokenVerifier {
         validation.leeway = LEEWAY_SECS;
         validation.validate_exp = true;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         validation.set_issuer(&[&self.issuer]);
-        validation.set_audience(&[&self.audience]);
+        if self.claims.profile == IdpProfile::Cognito {
+            // Cognito's access tokens carry no `aud`: the profile checks `token_use` and the app client.
+            validation.set_required_spec_claims(&["exp", "iss"]);
+            validation.validate_aud = false;
+        } else {
+            validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+            validation.set_audience(&[&self.audience]);
+        }
         let data = decode::<Claims>(token, &key, &validation).map_err(|e| ApiError::invalid_token(describe(&e)))?;
-        check_issued_at(data.claims.iat, time::OffsetDateTime::now_utc().unix_timestamp())?;
-        principal_from(data.claims)
+        check_issued_at(data.claims.issued_at()?, time::OffsetDateTime::now_utc().unix_timestamp())?;
+        self.claims.principal(&data.claims, jwt_header.typ.as_deref())
     }
 }
 
@@ -190,138 +171,10 @@ fn check_issued_at(iat: Option<f64>, now: i64) -> Result<(), ApiError> {
     }
 }
 
-fn valid_id(value: Option<String>) -> Option<String> {
-    value.filter(|v| is_valid_id(v))
-}
-
-fn principal_from(c: Claims) -> Result<Principal, ApiError> {
-    let org_id = valid_id(c.org_id).ok_or_else(|| ApiError::invalid_token("it has no valid organization (org_id)"))?;
-    let client_id = valid_id(c.client_id.or(c.azp))
-        .ok_or_else(|| ApiError::invalid_token("it has no valid OAuth client (client_id or azp)"))?;
-    let sub = c.sub.filter(|s| !s.is_empty());
-    let machine = c.gty.as_deref() == Some("client-credentials") || sub.as_deref() == Some(client_id.as_str());
-    let kind = if machine {
-        TokenKind::Machine
-    } else {
-        let user_id = valid_id(sub).ok_or_else(|| ApiError::invalid_token("it has no valid subject (sub)"))?;
-        TokenKind::User { user_id }
-    };
-    let mut scopes: BTreeSet<String> =
-        c.scope.as_deref().unwrap_or("").split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect();
-    scopes.extend(c.scp.unwrap_or_default());
-    let admin =
-        scopes.contains(ADMIN_PERMISSION) || c.permissions.unwrap_or_default().iter().any(|p| p == ADMIN_PERMISSION);
-    Ok(Principal { org_id, client_id, kind, scopes, admin })
-}
-
-impl Jwks {
-    /// The key `kid` names. Not knowing it is a verdict on the token (401) only when the key set could
-    /// be fetched; if the last fetch failed, the identity provider is unavailable (503).
-    async fn key(&self, kid: &str) -> Result<(DecodingKey, Algorithm), ApiError> {
-        if let Some(found) = self.keys.read().await.get(kid) {
-            return Ok(found.clone());
-        }
-        self.refresh(false).await;
-        if let Some(found) = self.keys.read().await.get(kid) {
-            return Ok(found.clone());
-        }
-        if self.fetched.load(std::sync::atomic::Ordering::Acquire) {
-            Err(ApiError::invalid_token("its key id (kid) is not known"))
-        } else {
-            Err(ApiError::IdpUnavailable)
-        }
-    }
-
-    /// Fetches the key set, at most once per `min_refresh` (one minute) unless `force` (cold start).
-    async fn refresh(&self, force: bool) {
-        let mut last = self.last_fetch.lock().await;
-        if !force && last.is_some_and(|t| t.elapsed() < self.min_refresh) {
-            return;
-        }
-        *last = Some(Instant::now());
-        match tokio::time::timeout(JWKS_FETCH_TIMEOUT, self.fetch()).await {
-            Ok(Ok(set)) => {
-                let keys = usable_keys(&set);
-                tracing::info!(keys = keys.len(), "fetched JWKS");
-                *self.keys.write().await = keys;
-                self.fetched.store(true, std::sync::atomic::Ordering::Release);
-                return;
-            }
-            Ok(Err(e)) => {
-                tracing::error!(error = %crate::error::chain(&*e), "could not fetch JWKS; keeping the keys already known")
-            }
-            Err(_) => tracing::error!(
-                timeout_ms = JWKS_FETCH_TIMEOUT.as_millis() as u64,
-                "could not fetch JWKS in time; keeping the keys already known"
-            ),
-        }
-        self.fetched.store(false, std::sync::atomic::Ordering::Release);
-    }
-
-    /// One GET of the key set: a 2xx JSON body of at most [`MAX_JWKS_BYTES`]; redirects are not followed.
-    async fn fetch(&self) -> Result<JwkSet, Box<dyn std::error::Error + Send + Sync>> {
-        let request = hyper::Request::get(self.url.as_str())
-            .header(hyper::header::ACCEPT, "application/json")
-            .body(Empty::<Bytes>::new())?;
-        let response = self.http.request(request).await?;
-        if !response.status().is_success() {
-            return Err(format!("the JWKS URL answered HTTP {}", response.status().as_u16()).into());
-        }
-        let body = Limited::new(response.into_body(), MAX_JWKS_BYTES).collect().await?.to_bytes();
-        Ok(serde_json::from_slice(&body)?)
-    }
-}
-
-/// The JWKS client: hyper with rustls, the same HTTP and TLS stack (and the same aws-lc crypto) that the
-/// AWS SDK already brings, so fetching keys adds no second stack to the package. Servers are verified
-/// against the system's root certificates. Plain `http://` is reachable only because configuration
-/// allows it for localhost alone.
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
-
-fn https_client() -> Result<HttpsClient, ApiError> {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(Duration::from_secs(2)));
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_native_roots(provider)
-        .map_err(|e| ApiError::internal(format!("no root certificates to verify the JWKS server with: {e}")))?
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new()).build(connector))
-}
-
-/// RS256 for RSA keys and ES256 for P-256 keys; anything else (HMAC keys, other curves, a key whose
-/// declared `alg` disagrees) is ignored, so a JWKS can never enable HS256 or `none`.
-fn usable_keys(set: &JwkSet) -> HashMap<String, (DecodingKey, Algorithm)> {
-    let mut out = HashMap::new();
-    for jwk in &set.keys {
-        let Some(kid) = jwk.common.key_id.clone() else { continue };
-        let alg = match &jwk.algorithm {
-            AlgorithmParameters::RSA(_) => Algorithm::RS256,
-            AlgorithmParameters::EllipticCurve(ec) if ec.curve == EllipticCurve::P256 => Algorithm::ES256,
-            _ => continue,
-        };
-        let declared_ok = match jwk.common.key_algorithm {
-            None => true,
-            Some(KeyAlgorithm::RS256) => alg == Algorithm::RS256,
-            Some(KeyAlgorithm::ES256) => alg == Algorithm::ES256,
-            Some(_) => false,
-        };
-        if !declared_ok {
-            continue;
-        }
-        if let Ok(key) = DecodingKey::from_jwk(jwk) {
-            out.insert(kid, (key, alg));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{ADMIN_PERMISSION, TokenKind};
     use jsonwebtoken::{EncodingKey, Header, encode};
     use secrecy::SecretBox;
     use serde_json::{Value, json};
@@ -334,6 +187,7 @@ mod tests {
             audience: "token-vault".into(),
             keys: JwtKeySource::Hs256 { secret: SecretBox::new(Box::new(SECRET.as_bytes().to_vec())) },
             jwks_min_refresh: crate::config::JWKS_REFRESH_INTERVAL,
+            claims: ClaimRules::defaults(IdpProfile::Auth0, "token-vault"),
         })
         .await
         .unwrap()
@@ -390,21 +244,33 @@ mod tests {
         .unwrap();
         assert_eq!(p.client_id, "client-b");
         assert_eq!(p.kind, TokenKind::User { user_id: "auth0|user-1".into() });
-        assert!(p.scopes.contains("payments") && p.scopes.contains("billing") && p.admin);
-        // sub equal to the client id is also machine-to-machine.
+        // Auth0's tokens carry their scopes in `scope`; a stray `scp` is not read. `permissions` (RBAC)
+        // makes the admin.
+        assert!(p.scopes.contains("payments") && !p.scopes.contains("billing") && p.admin);
+        // A sub equal to the client id does not make a machine: only the provider's `gty` does.
         let p = with(|c| {
             c.remove("gty");
             c.insert("sub".into(), json!("client-a"));
         })
         .await
         .unwrap();
-        assert_eq!(p.kind, TokenKind::Machine);
+        assert_eq!(p.kind, TokenKind::User { user_id: "client-a".into() });
+        // A machine's scope is its client grant: vault:admin there makes an admin ...
         let p = with(|c| {
             c.insert("scope".into(), json!("vault:admin"));
         })
         .await
         .unwrap();
         assert!(p.admin);
+        // ... a user's scope, which any user may ask for, does not.
+        let p = with(|c| {
+            c.remove("gty");
+            c.insert("sub".into(), json!("auth0|user-2"));
+            c.insert("scope".into(), json!("vault:admin"));
+        })
+        .await
+        .unwrap();
+        assert!(!p.admin);
     }
 
     #[tokio::test]
