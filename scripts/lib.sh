@@ -5,6 +5,7 @@
 CARGO_LAMBDA_VERSION="1.9.2"
 SAM_CLI_VERSION="1.170.0"
 SCHEMATHESIS_VERSION="4.32.5"
+MOTO_VERSION="5.2.5"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export SAM_CLI_TELEMETRY=0
@@ -34,6 +35,17 @@ ensure_cargo_lambda() { ensure_pypi_tool cargo-lambda "$CARGO_LAMBDA_VERSION" ca
 ensure_sam() { ensure_pypi_tool aws-sam-cli "$SAM_CLI_VERSION" sam; }
 # schemathesis, for the contract test of openapi.yaml.
 ensure_schemathesis() { ensure_pypi_tool schemathesis "$SCHEMATHESIS_VERSION" schemathesis; }
+
+# moto's server, the local AWS KMS the tests seal key rings with.
+ensure_moto() {
+  if ! python3 -c "import moto, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null \
+     || ! command -v moto_server >/dev/null; then
+    log "installing moto[server] $MOTO_VERSION (PyPI)"
+    pip_install "moto[server]==$MOTO_VERSION"
+    hash -r
+  fi
+  command -v moto_server >/dev/null || die "moto_server is not on PATH after installing moto (is pip's bin directory on PATH?)"
+}
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
@@ -81,6 +93,7 @@ load_dev_env() {
   export VAULT_JWT_AUDIENCE="${VAULT_JWT_AUDIENCE:-token-vault}"
   export VAULT_SECRETS_TABLE="${VAULT_SECRETS_TABLE:-token-vault-secrets}"
   export VAULT_AUDIT_TABLE="${VAULT_AUDIT_TABLE:-token-vault-audit}"
+  export VAULT_KEYS_TABLE="${VAULT_KEYS_TABLE:-token-vault-keys}"
   export VAULT_LOCAL_DYNAMODB_ADDR="${VAULT_LOCAL_DYNAMODB_ADDR:-127.0.0.1:8000}"
   export VAULT_LOCAL_DB="${VAULT_LOCAL_DB:-$ROOT/.local/dynamodb.sqlite}"
   export VAULT_LOCAL_API_PORT="${VAULT_LOCAL_API_PORT:-9000}"

@@ -100,7 +100,9 @@ async fn stored_items_hold_only_ciphertext() {
     let t = TestVault::start().await;
     t.send(put(&m2m("org1", "c"), json!({"name": "k", "value": "plaintext-marker-31337"}))).await;
     let items = t.all_secret_items().await;
-    assert_eq!(items.len(), 2, "the organization's salt and the secret");
+    assert_eq!(items.len(), 2, "the organization's entry in the registry, and the secret");
+    assert!(items.iter().all(|i| !i.contains_key("salt")), "no salt in the secrets table");
+    assert_eq!(t.all_key_items().await.len(), 1, "the organization's salt, in the keys table");
     let dump = format!("{items:?}");
     assert!(!dump.contains("plaintext-marker-31337"));
     let secret = items.iter().find(|i| s(i, "sk") == "k").unwrap();
@@ -228,7 +230,8 @@ async fn bad_input_is_refused_and_writes_nothing() {
     // A value of exactly 65,536 bytes is accepted.
     let r = t.send(put(&tok, json!({"name": "max", "value": "v".repeat(65_536)}))).await;
     assert_eq!(r.status, 201, "{}", r.body);
-    let names: Vec<String> = t.all_secret_items().await.iter().map(|i| s(i, "sk")).filter(|n| n != "salt").collect();
+    let names: Vec<String> =
+        t.all_secret_items().await.iter().filter(|i| !s(i, "pk").ends_with("#meta")).map(|i| s(i, "sk")).collect();
     assert_eq!(names, ["max"], "no refused request wrote a secret");
     assert_eq!(t.audit_events("org1").await, ["vault.secret.created"], "no audit event for refused input");
 }

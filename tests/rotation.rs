@@ -144,7 +144,7 @@ async fn an_interrupted_rewrap_resumes_and_never_rewraps_twice() {
     // themselves, and the resumed run must count them as already current, not rewrap them.
     let mut updated = 0;
     for item in t.all_secret_items().await {
-        if s(&item, "sk") == "salt" || s(&item, "keyId") == "k2" || updated == 3 {
+        if !item.contains_key("keyId") || s(&item, "keyId") == "k2" || updated == 3 {
             continue;
         }
         let (tok, name, _) = secrets
@@ -288,9 +288,12 @@ async fn shredding_destroys_an_organization_for_good() {
     let t = TestVault::start().await;
     let doomed = seed(&t, &["doomed"], 3).await;
     let kept = seed(&t, &["kept"], 2).await;
-    let backup: Vec<Item> =
-        t.all_secret_items().await.into_iter().filter(|i| s(i, "pk").starts_with("org#doomed#")).collect();
-    assert_eq!(backup.len(), doomed.len() + 1, "secrets and the salt");
+    // A full copy of the secrets table as it is before the shred (what a point-in-time restore brings
+    // back): every item, whatever it holds.
+    let backup: Vec<Item> = t.all_secret_items().await;
+    let doomed_items = backup.iter().filter(|i| s(i, "pk").starts_with("org#doomed#")).count();
+    assert_eq!(doomed_items, doomed.len() + 1, "the secrets and the organization's registry entry");
+    assert!(backup.iter().all(|i| !i.contains_key("salt")), "no salt is in the secrets table, so none in its backups");
 
     // Other warm containers have the organization's key cached.
     let other_container = t.sibling(&[]).await;
@@ -316,9 +319,9 @@ async fn shredding_destroys_an_organization_for_good() {
     let shredded = events.iter().find(|e| s(e, "event") == "vault.org.shredded").unwrap();
     assert!(s(shredded, "detail").contains(&format!("secretsDeleted={}", doomed.len())));
 
-    // A restored backup of the secrets (without the destroyed salt) cannot be opened, by this container
-    // or a fresh one.
-    for item in backup.iter().filter(|i| s(i, "sk") != "salt") {
+    // The whole copy restored over the table (a point-in-time restore), with the same master keys: it
+    // opens nothing, by this container or a fresh one ...
+    for item in &backup {
         t.put_secret_item(item.clone()).await;
     }
     let fresh = t.sibling(&[]).await;
@@ -341,10 +344,49 @@ async fn shredding_destroys_an_organization_for_good() {
     assert_eq!(t.send(get(&m2m("doomed", "client-a"), "fresh")).await.json["value"], "new-life");
     let r = send_to(&fresh, get(&doomed[0].0, &doomed[0].1)).await;
     assert_eq!((r.status, r.code()), (500, "integrity_error"));
+    // ... nor restored into a stack of its own (its secrets table from the copy, nothing else).
+    let elsewhere = TestVault::start().await;
+    for item in &backup {
+        elsewhere.put_secret_item(item.clone()).await;
+    }
+    for (tok, name, _) in doomed.iter().chain(&kept) {
+        let r = elsewhere.send(get(tok, name)).await;
+        assert_eq!(r.status, 500, "{name}: {}", r.body);
+        assert!(!r.body.contains("-v0"));
+    }
     // A warm container that still caches the destroyed salt's key reads what was written under the new
     // salt at once (it derives the key again), not an integrity error until its cache expires.
     let r = send_to(&warm_reader, get(&m2m("doomed", "client-a"), "fresh")).await;
     assert_eq!((r.status, r.json["value"].as_str()), (200, Some("new-life")), "{}", r.body);
     let r = send_to(&warm_reader, get(&doomed[0].0, &doomed[0].1)).await;
     assert_eq!((r.status, r.code()), (500, "integrity_error"), "the restored items stay unreadable there too");
+}
+
+#[tokio::test]
+async fn salts_kept_in_the_secrets_table_by_earlier_builds_move_out_on_the_next_write() {
+    let t = TestVault::start().await;
+    let tok = m2m("org-old", "client-a");
+    assert_eq!(t.send(put(&tok, json!({"name": "k", "value": "before"}))).await.status, 201);
+    t.move_salt_to_the_secrets_table("org-old").await;
+    let in_secrets = |items: &[Item]| items.iter().any(|i| s(i, "pk") == "org#org-old#meta" && i.contains_key("salt"));
+    assert!(in_secrets(&t.all_secret_items().await), "the earlier layout");
+    // Reads open it where it is.
+    let reader = t.sibling(&[]).await;
+    assert_eq!(send_to(&reader, get(&tok, "k")).await.json["value"], "before");
+    // The next write moves it to the keys table, and the organization stays in the registry.
+    let writer = t.sibling(&[]).await;
+    assert_eq!(send_to(&writer, put(&tok, json!({"name": "k", "value": "after"}))).await.status, 200);
+    assert!(!in_secrets(&t.all_secret_items().await), "no salt left in the secrets table, or in its backups");
+    assert_eq!(t.all_key_items().await.iter().filter(|i| s(i, "pk") == "org#org-old#meta").count(), 1);
+    assert_eq!(t.vault.key_usage().await.unwrap().values().sum::<usize>(), 2, "the job still finds its values");
+    let fresh = t.sibling(&[]).await;
+    assert_eq!(send_to(&fresh, get(&tok, "k")).await.json["value"], "after");
+    assert_eq!(send_to(&fresh, get(&tok, "k").query("version", "1")).await.json["value"], "before");
+    // Shredding an organization whose salt never moved destroys it there too.
+    let tok2 = m2m("org-old-2", "client-a");
+    assert_eq!(t.send(put(&tok2, json!({"name": "k", "value": "v"}))).await.status, 201);
+    t.move_salt_to_the_secrets_table("org-old-2").await;
+    let report = t.vault.shred_org("org-old-2", "org-old-2").await.unwrap();
+    assert!(report.salt_destroyed);
+    assert!(t.all_secret_items().await.iter().all(|i| !s(i, "pk").starts_with("org#org-old-2#")));
 }

@@ -47,9 +47,22 @@ async fn tables_match_the_template() {
         assert_eq!(table["SSESpecification"]["SSEEnabled"].as_bool(), Some(true));
         assert_eq!(t["Resources"][name]["DeletionPolicy"].as_str(), Some("Retain"));
     }
+    // The salts' table: the same keys, never restorable to a point in time (a shred must stay a shred).
+    let keys_table = &t["Resources"]["KeysTable"]["Properties"];
+    assert_eq!(keys(&keys_table["KeySchema"]), [pair(schema::PK, "HASH"), pair(schema::SK, "RANGE")]);
+    assert_eq!(keys_table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"].as_bool(), Some(false));
+    assert!(keys_table["TimeToLiveSpecification"].is_null(), "salts never expire");
+    assert_eq!(t["Resources"]["KeysTable"]["DeletionPolicy"].as_str(), Some("Retain"));
 
     // What the local stack creates is what DynamoDB then describes, key for key.
     let tv = TestVault::start().await;
+    let keys_desc = tv.client.describe_table().table_name(KEYS_TABLE).send().await.unwrap().table.unwrap();
+    let described: Vec<(String, String)> = keys_desc
+        .key_schema()
+        .iter()
+        .map(|k| (k.attribute_name().to_owned(), k.key_type().as_str().to_owned()))
+        .collect();
+    assert_eq!(described, keys(&keys_table["KeySchema"]));
     let desc = tv.client.describe_table().table_name(SECRETS_TABLE).send().await.unwrap().table.unwrap();
     let described: Vec<(String, String)> =
         desc.key_schema().iter().map(|k| (k.attribute_name().to_owned(), k.key_type().as_str().to_owned())).collect();
@@ -118,32 +131,9 @@ fn every_function_is_built_from_its_crate_and_routed() {
         let local_route = format!("{{ method = \"{method}\", function = \"{binary}\" }}");
         assert!(cargo.contains(&local_route), "Cargo.toml's watch router lacks {method} {path} -> {binary}");
     }
-    // The portal has no access to any table, and no key material in its environment.
+    // The portal has no access to any table, and no configuration of its own.
     assert!(t["Resources"]["PortalFunction"]["Properties"]["Policies"].is_null());
     assert!(t["Resources"]["PortalFunction"]["Properties"]["Environment"].is_null());
-    let global_env = format!("{:?}", t["Globals"]["Function"]["Environment"]);
-    for secret in ["VAULT_MASTER_KEY", "VAULT_JWT_HS256_SECRET"] {
-        assert!(!global_env.contains(secret), "{secret} must not be global: the portal would get it");
-    }
-    // The audit reader never touches a value: no master key in its environment.
-    let audit_env = &t["Resources"]["QueryAuditFunction"]["Properties"]["Environment"]["Variables"];
-    assert!(audit_env["VAULT_MASTER_KEY"].is_null() && audit_env["VAULT_MASTER_KEYS"].is_null());
-    assert!(!audit_env["VAULT_JWT_HS256_SECRET"].is_null(), "it verifies tokens like every API function");
-    for resource in [
-        "CreateSecretFunction",
-        "GetSecretFunction",
-        "ListSecretsFunction",
-        "DeleteSecretFunction",
-        "BatchGetSecretsFunction",
-        "RollbackSecretFunction",
-        "RotateKeysFunction",
-        "ShredOrgFunction",
-    ] {
-        let env = &t["Resources"][resource]["Properties"]["Environment"]["Variables"];
-        for var in ["VAULT_MASTER_KEY", "VAULT_MASTER_KEYS", "VAULT_JWT_HS256_SECRET"] {
-            assert!(!env[var].is_null(), "{resource} gets {var}");
-        }
-    }
     // Operator functions exist, built from their crates, and have no HTTP route.
     for (resource, binary) in [("RotateKeysFunction", "rotate-keys"), ("ShredOrgFunction", "shred-org")] {
         let f = &t["Resources"][resource];
@@ -158,20 +148,13 @@ fn every_function_is_built_from_its_crate_and_routed() {
     assert_eq!(globals["Runtime"].as_str(), Some("provided.al2023"));
     assert_eq!(globals["Architectures"][0].as_str(), Some("arm64"));
     assert_eq!(globals["LoggingConfig"]["LogFormat"].as_str(), Some("JSON"));
-    assert_eq!(t["Parameters"]["MasterKey"]["NoEcho"].as_bool(), Some(true));
     assert!(t["Outputs"]["ApiUrl"].is_mapping());
 }
 
 #[test]
 fn functions_get_least_privilege() {
     let t = template();
-    let writes: &[&str] = &[
-        "dynamodb:GetItem",
-        "dynamodb:PutItem",
-        "dynamodb:UpdateItem",
-        "dynamodb:DeleteItem",
-        "dynamodb:ConditionCheckItem",
-    ];
+    let writes: &[&str] = &["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"];
     let expected: [(&str, &[&str]); 8] = [
         ("CreateSecretFunction", writes),
         ("GetSecretFunction", &["dynamodb:GetItem"]),
@@ -186,12 +169,28 @@ fn functions_get_least_privilege() {
         let statements = t["Resources"][resource]["Properties"]["Policies"][0]["Statement"].as_sequence().unwrap();
         let queries_index = ["RotateKeysFunction", "ShredOrgFunction", "ListSecretsFunction"].contains(&resource);
         let writes_versions = secrets_actions == writes;
-        assert_eq!(statements.len(), if queries_index || writes_versions { 3 } else { 2 }, "{resource}");
+        let seals = SEALING_FUNCTIONS.contains(&resource);
+        let keys_table = seals || resource == "ShredOrgFunction";
+        let expected_statements =
+            2 + usize::from(queries_index || writes_versions) + usize::from(keys_table) + usize::from(seals);
+        assert_eq!(statements.len(), expected_statements, "{resource}");
         for st in statements {
             let actions: Vec<&str> = st["Action"].as_sequence().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
             let target = format!("{:?}", st["Resource"]);
             assert!(!actions.iter().any(|a| a.contains('*')) && !target.contains('*'), "{resource}: no wildcards");
-            if target.contains("/index/by-org") {
+            if actions == ["kms:Decrypt"] {
+                // Checked by `only_the_sealing_functions_may_decrypt_the_key_ring`.
+                assert!(seals, "{resource} may not decrypt");
+            } else if target.contains("KeysTable") {
+                let want: &[&str] = match resource {
+                    "CreateSecretFunction" | "RollbackSecretFunction" => {
+                        &["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:ConditionCheckItem"]
+                    }
+                    "ShredOrgFunction" => &["dynamodb:DeleteItem"],
+                    _ => &["dynamodb:GetItem"],
+                };
+                assert_eq!(actions, want, "{resource}");
+            } else if target.contains("/index/by-org") {
                 assert!(queries_index, "{resource}: only listings and operator jobs query the index");
                 assert_eq!(actions, ["dynamodb:Query"], "{resource}");
             } else if target.contains("SecretsTable") {
@@ -219,13 +218,96 @@ fn functions_get_least_privilege() {
     assert!(format!("{:?}", statements[0]["Resource"]).contains("AuditTable"));
 }
 
+/// The functions that seal or open values: the only ones given the key ring, or the right to decrypt it.
+const SEALING_FUNCTIONS: [&str; 5] = [
+    "CreateSecretFunction",
+    "GetSecretFunction",
+    "BatchGetSecretsFunction",
+    "RollbackSecretFunction",
+    "RotateKeysFunction",
+];
+
+/// No function's configuration holds key material in the clear: the only key material in the template is
+/// the key ring's KMS ciphertext, given to the sealing functions alone, and only they may decrypt it (in
+/// their IAM policy and in the KMS key's policy, under the key ring's encryption context).
+#[test]
+fn only_the_sealing_functions_may_decrypt_the_key_ring() {
+    let t = template();
+    let context = |c: &Value| {
+        let e = &c["StringEquals"];
+        e["kms:EncryptionContext:purpose"].as_str() == Some("token-vault-keyring")
+            && format!("{:?}", e["kms:EncryptionContext:stack"]).contains("AWS::StackName")
+    };
+    // No parameter is a secret (nothing to hide with NoEcho), and no variable anywhere names a plain key.
+    for (name, param) in t["Parameters"].as_mapping().unwrap() {
+        assert!(param["NoEcho"].is_null(), "{name:?}: no secret is passed as a parameter");
+    }
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml")).unwrap();
+    for plain in ["VAULT_MASTER_KEY", "VAULT_JWT_HS256_SECRET"] {
+        assert!(!text.contains(plain), "{plain} appears in the template");
+    }
+    assert!(
+        format!("{:?}", t["Globals"]).contains("VAULT_KEYS_TABLE")
+            && !format!("{:?}", t["Globals"]).contains("KEYRING")
+    );
+    for (name, r) in t["Resources"].as_mapping().unwrap() {
+        let name = name.as_str().unwrap();
+        if r["Type"].as_str() != Some("AWS::Serverless::Function") {
+            continue;
+        }
+        let seals = SEALING_FUNCTIONS.contains(&name);
+        let env = &r["Properties"]["Environment"]["Variables"];
+        assert_eq!(
+            !env["VAULT_KEYRING_CIPHERTEXT"].is_null(),
+            seals,
+            "{name}: the sealed ring only where values are sealed or opened"
+        );
+        if seals {
+            assert!(format!("{:?}", env["VAULT_KEYRING_CIPHERTEXT"]).contains("KeyRingCiphertext"), "{name}");
+            assert!(format!("{:?}", env["VAULT_KEYRING_STACK"]).contains("AWS::StackName"), "{name}");
+        } else {
+            assert!(env.is_null() || env.as_mapping().unwrap().is_empty(), "{name} has no configuration of its own");
+        }
+        let statements = r["Properties"]["Policies"][0]["Statement"].as_sequence().cloned().unwrap_or_default();
+        let decrypts: Vec<&Value> =
+            statements.iter().filter(|s| format!("{:?}", s["Action"]).contains("kms:")).collect();
+        assert_eq!(decrypts.len(), usize::from(seals), "{name}");
+        for st in decrypts {
+            assert_eq!(st["Action"].as_sequence().unwrap().len(), 1, "{name}: kms:Decrypt alone");
+            assert_eq!(st["Action"][0].as_str(), Some("kms:Decrypt"), "{name}");
+            assert!(context(&st["Condition"]), "{name}: only under the key ring's encryption context");
+        }
+    }
+    // The key's own policy: the account administers it and encrypts; it decrypts for those functions alone.
+    let policy = &t["Resources"]["VaultKey"]["Properties"]["KeyPolicy"]["Statement"];
+    let statements = policy.as_sequence().unwrap();
+    let decrypting: Vec<&Value> =
+        statements.iter().filter(|s| format!("{:?}", s["Action"]).contains("kms:Decrypt")).collect();
+    assert_eq!(decrypting.len(), 1, "one statement lets anyone decrypt");
+    assert!(statements.iter().all(|s| !format!("{:?}", s["Action"]).contains("kms:*")), "no kms:* in the key policy");
+    let roles = format!("{:?}", decrypting[0]["Condition"]["ArnLike"]["aws:PrincipalArn"]);
+    for f in SEALING_FUNCTIONS {
+        assert!(roles.contains(&format!("*{f}Role*")), "{f} may decrypt");
+    }
+    assert_eq!(
+        decrypting[0]["Condition"]["ArnLike"]["aws:PrincipalArn"].as_sequence().unwrap().len(),
+        SEALING_FUNCTIONS.len()
+    );
+    assert!(context(&decrypting[0]["Condition"]));
+}
+
 /// The (action, resource) pairs a function's policy allows, resources named as the tests' tables are:
-/// `vault-secrets`, `vault-secrets/index/by-org`, `vault-audit`.
+/// `vault-secrets`, `vault-secrets/index/by-org`, `vault-audit`, `vault-keys` (KMS statements aside).
 fn allowed(t: &Value, resource: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for st in t["Resources"][resource]["Properties"]["Policies"][0]["Statement"].as_sequence().unwrap() {
         let target = format!("{:?}", st["Resource"]);
-        let table = if target.contains("/index/by-org") {
+        if format!("{:?}", st["Action"]).contains("kms:") {
+            continue;
+        }
+        let table = if target.contains("KeysTable") {
+            KEYS_TABLE.to_owned()
+        } else if target.contains("/index/by-org") {
             format!("{SECRETS_TABLE}/index/by-org")
         } else if target.contains("SecretsTable") {
             SECRETS_TABLE.to_owned()
@@ -257,6 +339,14 @@ async fn every_function_calls_dynamodb_only_as_its_policy_allows() {
     let soon = (time::OffsetDateTime::now_utc() + time::Duration::seconds(1))
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap();
+    // An organization whose salt an earlier build kept in the secrets table: readers read it there.
+    let legacy = m2m("org-legacy", "client-a");
+    assert_eq!(tv.send(put(&legacy, serde_json::json!({"name": "k", "value": "v"}))).await.status, 201);
+    assert_eq!(tv.send(put(&legacy, serde_json::json!({"name": "k", "value": "v2"}))).await.status, 200);
+    tv.move_salt_to_the_secrets_table("org-legacy").await;
+    // A writer moves it to the keys table first.
+    let legacy_rollback =
+        Call::new("POST", "/vault/secrets/k/rollback").token(&legacy).json(&serde_json::json!({"version": 1}));
     let batch = |tok: &str| {
         Call::new("POST", "/vault/secrets/batch-get").token(tok).json(&serde_json::json!({"names": ["k", "absent"]}))
     };
@@ -294,8 +384,8 @@ async fn every_function_calls_dynamodb_only_as_its_policy_allows() {
                 list(&app).query("all", "true"),
             ],
         ),
-        ("BatchGetSecretsFunction", KeyUse::Required, vec![batch(&app), batch(&u1)]),
-        ("RollbackSecretFunction", KeyUse::Required, vec![rollback.clone()]),
+        ("BatchGetSecretsFunction", KeyUse::Required, vec![batch(&app), batch(&u1), batch(&legacy)]),
+        ("RollbackSecretFunction", KeyUse::Required, vec![rollback.clone(), legacy_rollback]),
         (
             "QueryAuditFunction",
             KeyUse::None,

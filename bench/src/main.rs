@@ -205,6 +205,7 @@ async fn measure(
         .env("VAULT_JWT_HS256_SECRET", HS256_SECRET)
         .env("VAULT_SECRETS_TABLE", SECRETS_TABLE)
         .env("VAULT_AUDIT_TABLE", AUDIT_TABLE)
+        .env("VAULT_KEYS_TABLE", vault_tests::KEYS_TABLE)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -288,8 +289,8 @@ impl FloorThread {
 
 impl Floor {
     async fn new(client: aws_sdk_dynamodb::Client) -> Self {
-        let store = Store::new(client, SECRETS_TABLE, AUDIT_TABLE);
-        let salt = store.get_salt(ORG).await.unwrap().expect("the organization has a salt");
+        let store = Store::new(client, vault_tests::TABLES);
+        let salt = store.get_salt(ORG).await.unwrap().expect("the organization has a salt").bytes;
         let key = MasterKey::from_hex(MASTER_KEY).unwrap().derive_org_key(ORG, &salt);
         let principal = Principal {
             org_id: ORG.into(),

@@ -11,7 +11,7 @@ use aws_sdk_dynamodb::types::{
 };
 use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{Value, json};
-use token_vault::table::schema;
+use token_vault::table::{Tables, schema};
 
 pub use dynoxide::Database;
 
@@ -84,7 +84,8 @@ fn string_attr(name: &str) -> Result<AttributeDefinition, String> {
 }
 
 /// Creates the secrets and audit tables (if absent) exactly as `template.yaml` declares them, with TTL on.
-pub async fn create_tables(client: &Client, secrets_table: &str, audit_table: &str) -> Result<(), String> {
+pub async fn create_tables(client: &Client, tables: Tables<'_>) -> Result<(), String> {
+    let Tables { secrets: secrets_table, audit: audit_table, keys: keys_table } = tables;
     let existing = client.list_tables().send().await.map_err(|e| e.to_string())?.table_names.unwrap_or_default();
     if !existing.iter().any(|t| t == secrets_table) {
         let by_org = GlobalSecondaryIndex::builder()
@@ -126,6 +127,21 @@ pub async fn create_tables(client: &Client, secrets_table: &str, audit_table: &s
             .send()
             .await
             .map_err(|e| format!("creating {audit_table}: {}", token_vault::chain(&e)))?;
+    }
+    if !existing.iter().any(|t| t == keys_table) {
+        // No TTL and (in template.yaml) no point-in-time recovery: salts are never backed up with the
+        // secrets.
+        client
+            .create_table()
+            .table_name(keys_table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(string_attr(schema::PK)?)
+            .attribute_definitions(string_attr(schema::SK)?)
+            .key_schema(key(schema::PK, KeyType::Hash)?)
+            .key_schema(key(schema::SK, KeyType::Range)?)
+            .send()
+            .await
+            .map_err(|e| format!("creating {keys_table}: {}", token_vault::chain(&e)))?;
     }
     for table in [secrets_table, audit_table] {
         let ttl = client.describe_time_to_live().table_name(table).send().await.map_err(|e| e.to_string())?;

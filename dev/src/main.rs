@@ -1,12 +1,13 @@
 //! `vault-local`: the local stack's DynamoDB side. Serves an embedded DynamoDB-compatible server
 //! (dynoxide, data kept in a SQLite file), creates the vault's tables, and prints ready tokens.
 //!
-//! Reads the same variables as the functions (`VAULT_SECRETS_TABLE`, `VAULT_AUDIT_TABLE`,
+//! Reads the same variables as the functions (`VAULT_SECRETS_TABLE`, `VAULT_AUDIT_TABLE`, `VAULT_KEYS_TABLE`,
 //! `VAULT_JWT_HS256_SECRET`, `VAULT_JWT_ISSUER`, `VAULT_JWT_AUDIENCE`) plus `VAULT_LOCAL_DB`
 //! (SQLite path) and `VAULT_LOCAL_DYNAMODB_ADDR` (default 127.0.0.1:8000).
 
 use std::net::SocketAddr;
 
+use token_vault::table::Tables;
 use token_vault::{DEFAULT_AUDIENCE, DEFAULT_ISSUER};
 use vault_dev::{Database, LocalDynamo, create_tables, local_client, m2m_claims, sign_hs256, user_claims};
 
@@ -22,6 +23,7 @@ async fn run() -> Result<(), String> {
         .map_err(|e| format!("VAULT_LOCAL_DYNAMODB_ADDR: {e}"))?;
     let secrets_table = env("VAULT_SECRETS_TABLE")?;
     let audit_table = env("VAULT_AUDIT_TABLE")?;
+    let keys_table = env("VAULT_KEYS_TABLE")?;
     let hs256 = env("VAULT_JWT_HS256_SECRET")?;
     let issuer = std::env::var("VAULT_JWT_ISSUER").unwrap_or_else(|_| DEFAULT_ISSUER.into());
     let audience = std::env::var("VAULT_JWT_AUDIENCE").unwrap_or_else(|_| DEFAULT_AUDIENCE.into());
@@ -33,7 +35,7 @@ async fn run() -> Result<(), String> {
     let db = Database::new(&db_path).map_err(|e| format!("opening {db_path}: {e}"))?;
     let mut server = LocalDynamo::start(db, addr).await.map_err(|e| format!("listening on {addr}: {e}"))?;
     let client = local_client(&server.endpoint()).await;
-    create_tables(&client, &secrets_table, &audit_table).await?;
+    create_tables(&client, Tables { secrets: &secrets_table, audit: &audit_table, keys: &keys_table }).await?;
 
     let day = 12 * 3600;
     let m2m =

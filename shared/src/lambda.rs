@@ -111,16 +111,16 @@ pub async fn serve_portal() -> Result<(), lambda_http::Error> {
 }
 
 /// Runs an operator job's function (invoked directly, never through the HTTP API): logging,
-/// configuration with the master keys and the DynamoDB client once per cold start, then each event,
-/// parsed as `T`, through `job`.
-pub async fn serve_job<T, F, Fut>(job: F) -> Result<(), lambda_http::Error>
+/// configuration (with the master keys if `keys` says so) and the DynamoDB client once per cold start,
+/// then each event, parsed as `T`, through `job`.
+pub async fn serve_job<T, F, Fut>(keys: KeyUse, job: F) -> Result<(), lambda_http::Error>
 where
     T: serde::de::DeserializeOwned + Send,
     F: Fn(Arc<Vault>, lambda_http::LambdaEvent<T>) -> Fut,
     Fut: Future<Output = Result<serde_json::Value, lambda_http::Error>> + Send,
 {
     init_logging();
-    let vault = Arc::new(vault_from_env().await);
+    let vault = Arc::new(vault_from_env_for(keys).await);
     lambda_http::lambda_runtime::run(service_fn(|event| job(vault.clone(), event))).await
 }
 
@@ -131,14 +131,16 @@ pub async fn vault_from_env() -> Vault {
 }
 
 async fn vault_from_env_for(keys: KeyUse) -> Vault {
-    let config = match Config::from_env(keys) {
-        Ok(config) => config,
-        Err(e) => {
-            tracing::error!("refusing to start: {e}");
-            std::process::exit(1);
-        }
+    let refuse = |e: &dyn std::fmt::Display| -> ! {
+        tracing::error!("refusing to start: {e}");
+        std::process::exit(1);
     };
+    let mut config = Config::from_env(keys).unwrap_or_else(|e| refuse(&e));
     let sdk = sdk_config_loader().load().await;
+    if config.sealed_keyring.is_some() {
+        let kms = aws_sdk_kms::Client::new(&sdk);
+        config.unseal_keyring(&kms).await.unwrap_or_else(|e| refuse(&e));
+    }
     match Vault::new(config, aws_sdk_dynamodb::Client::new(&sdk)).await {
         Ok(vault) => vault,
         Err(e) => {

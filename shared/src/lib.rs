@@ -33,7 +33,7 @@ mod store;
 pub use auth::TokenVerifier;
 pub use config::{
     ClaimRules, Config, ConfigError, DEFAULT_AUDIENCE, DEFAULT_ISSUER, IdpProfile, JWKS_REFRESH_INTERVAL, JwtConfig,
-    JwtKeySource, KeyUse, MachineRule,
+    JwtKeySource, KEYRING_PURPOSE, KeyUse, MachineRule, SealedKeyring,
 };
 pub use crypto::{Binding, MasterKey, OrgKey};
 pub use error::{ApiError, Code, chain};
@@ -55,7 +55,7 @@ pub mod limits {
 /// the tables directly.
 pub mod table {
     pub use crate::store::{
-        AuditDay, AuditFilter, Item, Replace, SecretItem, Store, ToItem, WriteGuard, audit_partition_key, new_lifetime,
-        partition_key, record_key, schema,
+        AuditDay, AuditFilter, Item, Replace, SecretItem, Store, Tables, ToItem, WriteGuard, audit_partition_key,
+        new_lifetime, partition_key, record_key, schema,
     };
 }

@@ -70,7 +70,7 @@ pub async fn stopped() {
     let addr = server.addr;
     let endpoint = server.endpoint();
     let client = isolated_client(&endpoint, "stopped").await;
-    vault_dev::create_tables(&client, SECRETS_TABLE, AUDIT_TABLE).await.unwrap();
+    vault_dev::create_tables(&client, TABLES).await.unwrap();
     let vault = Arc::new(vault_over(client.clone(), &[]).await);
     let mut t =
         TestVault { dynamo: Some(server), endpoint, client: client.clone(), vault: vault_over(client, &[]).await };
@@ -256,7 +256,7 @@ pub async fn audit_refusing() {
     assert_eq!(r.status, 503);
     let r = t.send(delete(&tok, "gone")).await;
     assert_eq!(r.status, 503);
-    vault_dev::create_tables(&t.client, SECRETS_TABLE, AUDIT_TABLE).await.unwrap();
+    vault_dev::create_tables(&t.client, TABLES).await.unwrap();
     assert_eq!(t.all_secret_items().await.len(), secrets_before, "no mutation was applied");
     let r = t.send(get(&tok, "k")).await;
     assert_eq!(r.json["value"].as_str(), Some(original.as_str()), "the update was not applied");

@@ -38,7 +38,9 @@ fn kept() -> &'static Mutex<Kept> {
 /// Hands a suite's audit records and secret items to the leak check.
 pub async fn keep(t: &TestVault) {
     let audit: Vec<String> = t.all_audit_items().await.iter().map(|i| format!("{i:?}")).collect();
-    let secrets = t.all_secret_items().await;
+    // The secrets, and the salts (in the keys table) the check re-derives their keys from.
+    let mut secrets = t.all_secret_items().await;
+    secrets.extend(t.all_key_items().await);
     let mut k = kept().lock().unwrap();
     k.audit.extend(audit);
     k.secrets.extend(secrets);

@@ -22,6 +22,9 @@ pub const ISSUER: &str = "https://vault.local/";
 pub const AUDIENCE: &str = "token-vault";
 pub const SECRETS_TABLE: &str = "vault-secrets";
 pub const AUDIT_TABLE: &str = "vault-audit";
+pub const KEYS_TABLE: &str = "vault-keys";
+pub const TABLES: token_vault::table::Tables<'static> =
+    token_vault::table::Tables { secrets: SECRETS_TABLE, audit: AUDIT_TABLE, keys: KEYS_TABLE };
 
 pub type Item = HashMap<String, AttributeValue>;
 
@@ -133,6 +136,7 @@ pub fn config_for(overrides: &[(&str, &str)], keys: token_vault::KeyUse) -> Conf
         ("VAULT_JWT_HS256_SECRET", HS256_SECRET),
         ("VAULT_SECRETS_TABLE", SECRETS_TABLE),
         ("VAULT_AUDIT_TABLE", AUDIT_TABLE),
+        ("VAULT_KEYS_TABLE", KEYS_TABLE),
         ("VAULT_AUDIT_TIMEOUT_MS", "1500"),
         // The test tokens are Auth0-shaped, whether signed with HS256 or with the test JWKS's keys.
         ("VAULT_IDP_PROFILE", "auth0"),
@@ -341,7 +345,7 @@ impl TestVault {
         let dynamo = LocalDynamo::start_in_memory().await.expect("dynoxide starts");
         let endpoint = dynamo.endpoint();
         let client = local_client(&endpoint).await;
-        create_tables(&client, SECRETS_TABLE, AUDIT_TABLE).await.expect("tables are created");
+        create_tables(&client, TABLES).await.expect("tables are created");
         let vault = Vault::new(config(overrides), client.clone()).await.expect("vault builds");
         Self { dynamo: Some(dynamo), endpoint, client, vault }
     }
@@ -391,6 +395,31 @@ impl TestVault {
     /// Every item of the secrets table, read directly (test inspection only).
     pub async fn all_secret_items(&self) -> Vec<Item> {
         self.scan_all(SECRETS_TABLE).await
+    }
+
+    /// Puts `org`'s salt back where builds before the keys table kept it (an item `org#<org>#meta` /
+    /// `salt` of the secrets table, which is also the organization's registry entry), as a stack
+    /// deployed then holds it.
+    pub async fn move_salt_to_the_secrets_table(&self, org: &str) {
+        let pk = format!("org#{org}#meta");
+        let key = |sk: &str| {
+            HashMap::from([
+                ("pk".to_owned(), AttributeValue::S(pk.clone())),
+                ("sk".to_owned(), AttributeValue::S(sk.into())),
+            ])
+        };
+        let salt = self.client.get_item().table_name(KEYS_TABLE).set_key(Some(key("salt"))).send().await.unwrap();
+        let mut item = salt.item.expect("the organization has a salt");
+        item.insert("orgPk".into(), AttributeValue::S("#orgs".into()));
+        item.insert("orgSk".into(), AttributeValue::S(org.into()));
+        self.client.put_item().table_name(SECRETS_TABLE).set_item(Some(item)).send().await.unwrap();
+        self.client.delete_item().table_name(KEYS_TABLE).set_key(Some(key("salt"))).send().await.unwrap();
+        self.client.delete_item().table_name(SECRETS_TABLE).set_key(Some(key("registry"))).send().await.unwrap();
+    }
+
+    /// Every item of the keys table (the organizations' salts), read directly (test inspection only).
+    pub async fn all_key_items(&self) -> Vec<Item> {
+        self.scan_all(KEYS_TABLE).await
     }
 
     /// Every item of the audit table, read directly (test inspection only).
@@ -631,5 +660,56 @@ impl TestVault {
         let log = CallLog::default();
         let client = Client::from_conf(client.config().to_builder().interceptor(log.clone()).build());
         (Vault::new(config_for(&[], keys), client).await.expect("vault builds"), log)
+    }
+}
+
+/// A KMS-compatible server for the tests (moto, from PyPI: `scripts/test` installs it), on a free
+/// loopback port, stopped when dropped.
+#[derive(Debug)]
+pub struct LocalKms {
+    pub endpoint: String,
+    child: std::process::Child,
+}
+
+impl LocalKms {
+    pub async fn start() -> Self {
+        let port =
+            std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("its address").port();
+        let child = std::process::Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("moto_server could not start ({e}): scripts/test installs it (pip install \"moto[server]\")")
+            });
+        let kms = Self { endpoint: format!("http://127.0.0.1:{port}"), child };
+        for _ in 0..400 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                return kms;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let endpoint = kms.endpoint.clone();
+        drop(kms);
+        panic!("moto_server did not listen on {endpoint}");
+    }
+
+    /// A KMS client of the real SDK, pointed at this server.
+    pub async fn client(&self) -> aws_sdk_kms::Client {
+        let conf = token_vault::sdk_config_loader()
+            .endpoint_url(&self.endpoint)
+            .region(aws_sdk_kms::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_kms::config::Credentials::new("test", "test", None, None, "tests"))
+            .load()
+            .await;
+        aws_sdk_kms::Client::new(&conf)
+    }
+}
+
+impl Drop for LocalKms {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

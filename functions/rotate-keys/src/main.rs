@@ -32,7 +32,7 @@ struct Request {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
-    token_vault::serve_job(|vault, event: LambdaEvent<Request>| async move {
+    token_vault::serve_job(token_vault::KeyUse::Required, |vault, event: LambdaEvent<Request>| async move {
         match event.payload.action {
             Action::Rewrap => {
                 let left = event.context.deadline().duration_since(SystemTime::now()).unwrap_or_default();

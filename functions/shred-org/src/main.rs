@@ -14,7 +14,7 @@ struct Request {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
-    token_vault::serve_job(|vault, event: LambdaEvent<Request>| async move {
+    token_vault::serve_job(token_vault::KeyUse::None, |vault, event: LambdaEvent<Request>| async move {
         let report = vault.shred_org(&event.payload.org_id, &event.payload.confirm).await?;
         Ok(serde_json::to_value(report)?)
     })

@@ -56,12 +56,12 @@ impl Operation {
         }
     }
 
-    /// Whether the function serving this operation seals or opens values (the audit reader never does,
-    /// so it is never given the master keys).
+    /// Whether the function serving this operation seals or opens values. Listing, deleting and the audit
+    /// reader never do, so they are never given key material, nor the right to decrypt it.
     pub fn key_use(self) -> KeyUse {
         match self {
-            Self::Audit => KeyUse::None,
-            _ => KeyUse::Required,
+            Self::Create | Self::Get | Self::BatchGet | Self::Rollback => KeyUse::Required,
+            Self::List | Self::Delete | Self::Audit => KeyUse::None,
         }
     }
 

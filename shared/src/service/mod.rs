@@ -24,7 +24,7 @@ use crate::error::ApiError;
 use crate::model::{AuditEvent, EventKind, Owner, Principal, RequestMeta};
 use crate::policy;
 use crate::rules::RETAINED_VERSIONS;
-use crate::store::{SecretItem, Store, ToItem, record_key, version_key};
+use crate::store::{SecretItem, Store, Tables, ToItem, record_key, version_key};
 
 pub(crate) use audit::{AuditCursor, AuditQuery};
 pub use jobs::{RewrapOptions, RewrapReport, ShredReport};
@@ -67,8 +67,14 @@ fn now_rfc3339(now: OffsetDateTime) -> String {
 impl Vault {
     /// Builds the vault from its configuration and a DynamoDB client.
     pub async fn new(config: Config, dynamodb: aws_sdk_dynamodb::Client) -> Result<Self, ApiError> {
+        if config.sealed_keyring.is_some() {
+            return Err(ApiError::internal("the KMS-sealed key ring was not opened (Config::unseal_keyring)"));
+        }
         Ok(Self {
-            store: Store::new(dynamodb, config.secrets_table, config.audit_table),
+            store: Store::new(
+                dynamodb,
+                Tables { secrets: &config.secrets_table, audit: &config.audit_table, keys: &config.keys_table },
+            ),
             verifier: TokenVerifier::new(&config.jwt).await?,
             keyring: config.keyring,
             org_keys: RwLock::new(HashMap::new()),
@@ -110,11 +116,22 @@ impl Vault {
         {
             return Ok(key.clone());
         }
+        let now = now_rfc3339(OffsetDateTime::now_utc());
         let salt = match self.store.get_salt(org_id).await? {
-            Some(salt) => salt,
+            Some(salt) if salt.in_secrets_table && create => {
+                // Written by an earlier build into the secrets table: a writer moves it to the keys table
+                // before it writes (its write checks the salt there), then uses whichever salt is there.
+                self.store.move_salt(org_id, &salt.bytes, &now).await?;
+                self.store
+                    .get_salt(org_id)
+                    .await?
+                    .ok_or_else(|| ApiError::internal("organization salt vanished"))?
+                    .bytes
+            }
+            Some(salt) => salt.bytes,
             None if create => {
                 let fresh = random_salt();
-                if self.store.put_salt_if_absent(org_id, &fresh, &now_rfc3339(OffsetDateTime::now_utc())).await? {
+                if self.store.put_salt_if_absent(org_id, &fresh, &now).await? {
                     fresh
                 } else {
                     // Another writer created it first: use theirs, never ours.
@@ -122,6 +139,7 @@ impl Vault {
                         .get_salt(org_id)
                         .await?
                         .ok_or_else(|| ApiError::internal("organization salt vanished"))?
+                        .bytes
                 }
             }
             None => return Err(ApiError::Integrity("organization has no key salt".into())),

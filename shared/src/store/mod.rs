@@ -30,6 +30,7 @@ use crate::error::ApiError;
 use codec::item_key;
 
 pub use audit::{AuditDay, AuditFilter};
+
 pub use codec::{Item, SecretItem, ToItem};
 pub use keys::{audit_partition_key, new_lifetime, partition_key, record_key, schema};
 pub(crate) use keys::{base_name, day_key, event_id, version_key};
@@ -54,12 +55,22 @@ pub enum Write {
     SaltChanged,
 }
 
+/// The three tables' names.
+#[derive(Debug, Clone, Copy)]
+pub struct Tables<'a> {
+    pub secrets: &'a str,
+    pub audit: &'a str,
+    pub keys: &'a str,
+}
+
 /// The DynamoDB store of secrets and audit events.
 #[derive(Debug, Clone)]
 pub struct Store {
     client: Client,
     secrets_table: String,
     audit_table: String,
+    /// The organizations' salts, apart from the secrets (and from the secrets table's backups).
+    keys_table: String,
 }
 
 /// Service error codes that mean "try again later": throttling, capacity, transient server trouble, a
@@ -109,8 +120,13 @@ where
 }
 
 impl Store {
-    pub fn new(client: Client, secrets_table: impl Into<String>, audit_table: impl Into<String>) -> Self {
-        Self { client, secrets_table: secrets_table.into(), audit_table: audit_table.into() }
+    pub fn new(client: Client, tables: Tables<'_>) -> Self {
+        Self {
+            client,
+            secrets_table: tables.secrets.into(),
+            audit_table: tables.audit.into(),
+            keys_table: tables.keys.into(),
+        }
     }
 
     /// Reads one item of the secrets table (strongly consistent), if it is there.

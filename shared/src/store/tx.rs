@@ -164,7 +164,7 @@ impl Store {
         if let Some(salt) = guard.salt {
             let org_id = guard.org_id;
             let check = ConditionCheck::builder()
-                .table_name(&self.secrets_table)
+                .table_name(&self.keys_table)
                 .set_key(Some(item_key(salt_key(org_id), "salt")))
                 .condition_expression("salt = :salt")
                 .expression_attribute_values(":salt", AttributeValue::B(Blob::new(salt.to_vec())))

@@ -7,7 +7,13 @@ use std::time::Duration;
 
 use secrecy::SecretBox;
 
+mod idp;
+mod keyring;
+
 use crate::crypto::{Keyring, MasterKey};
+
+pub use idp::{ClaimRules, IdpProfile, MachineRule};
+pub use keyring::{KEYRING_PURPOSE, SealedKeyring};
 
 /// Default `iss` when `VAULT_JWT_ISSUER` is unset (local development).
 pub const DEFAULT_ISSUER: &str = "https://vault.local/";
@@ -72,148 +78,19 @@ pub struct JwtConfig {
     pub claims: ClaimRules,
 }
 
-/// The identity provider that issues the tokens (`VAULT_IDP_PROFILE`): it fixes which claim carries
-/// the organization, what marks a machine (client-credentials) token, and where the admin permission
-/// comes from, each from claims the provider sets and its users cannot (README, "Identity providers").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IdpProfile {
-    Auth0,
-    Okta,
-    Entra,
-    Cognito,
-    Keycloak,
-    /// A generic RFC 9068 provider: the operator names the machine marker and the admin claim.
-    Rfc9068,
-}
-
-impl IdpProfile {
-    fn parse(name: &str) -> Option<Self> {
-        Some(match name.to_ascii_lowercase().as_str() {
-            "auth0" => Self::Auth0,
-            "okta" => Self::Okta,
-            "entra" => Self::Entra,
-            "cognito" => Self::Cognito,
-            "keycloak" => Self::Keycloak,
-            "rfc9068" => Self::Rfc9068,
-            _ => return None,
-        })
-    }
-}
-
-/// How a generic RFC 9068 provider marks a machine token (`VAULT_MACHINE_CLAIM`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MachineRule {
-    /// `name=value`: the token is a machine's when that claim has that value (`gty=client-credentials`).
-    Claim { name: String, value: String },
-    /// `sub=client_id`: the operator attests that the provider keeps client ids and user subjects apart
-    /// (RFC 9068 section 5), so a `sub` equal to the `client_id` is a machine.
-    SubIsClientId,
-}
-
-/// The claim rules of one deployment.
-#[derive(Debug, Clone)]
-pub struct ClaimRules {
-    pub profile: IdpProfile,
-    /// `VAULT_ORG_CLAIM`: the claim carrying the organization (`tid` for Entra, else `org_id`).
-    pub org_claim: String,
-    /// `VAULT_ADMIN_VALUE`: the permission, role or group that makes an admin (`vault:admin`).
-    pub admin_value: String,
-    /// `VAULT_ADMIN_CLAIM`: Okta's groups claim (`groups`), RFC 9068's role claim (`roles`), Keycloak's
-    /// client whose roles count (the audience).
-    pub admin_claim: String,
-    /// `VAULT_MACHINE_ADMIN_CLAIM`: Okta's claim (from the app profile) that makes a machine an admin
-    /// (`vault_roles`).
-    pub machine_admin_claim: String,
-    /// RFC 9068 only: what marks a machine token.
-    pub machine_rule: Option<MachineRule>,
-    /// Cognito only (its access tokens have no `aud`): the app clients whose tokens are accepted.
-    pub allowed_clients: Vec<String>,
-    /// Cognito only: the resource server's prefix of its scopes (`vault/` of `vault/payments`).
-    pub scope_prefix: Option<String>,
-}
-
-impl ClaimRules {
-    /// The rules of `profile` with its defaults (the local stack's HS256 tokens are Auth0-shaped).
-    pub fn defaults(profile: IdpProfile, audience: &str) -> Self {
-        let (org_claim, admin_claim) = match profile {
-            IdpProfile::Entra => ("tid", "roles"),
-            IdpProfile::Okta => ("org_id", "groups"),
-            IdpProfile::Rfc9068 => ("org_id", "roles"),
-            IdpProfile::Keycloak => ("org_id", audience),
-            IdpProfile::Auth0 | IdpProfile::Cognito => ("org_id", "permissions"),
-        };
-        Self {
-            profile,
-            org_claim: org_claim.into(),
-            admin_value: crate::model::ADMIN_PERMISSION.into(),
-            admin_claim: admin_claim.into(),
-            machine_admin_claim: "vault_roles".into(),
-            machine_rule: None,
-            allowed_clients: Vec::new(),
-            scope_prefix: None,
-        }
-    }
-
-    fn from_lookup(
-        get: &impl Fn(&'static str) -> Option<String>,
-        profile: IdpProfile,
-        audience: &str,
-    ) -> Result<Self, ConfigError> {
-        let mut rules = Self::defaults(profile, audience);
-        if let Some(v) = get("VAULT_ORG_CLAIM") {
-            rules.org_claim = v;
-        }
-        if let Some(v) = get("VAULT_ADMIN_VALUE") {
-            rules.admin_value = v;
-        }
-        if let Some(v) = get("VAULT_ADMIN_CLAIM") {
-            rules.admin_claim = v;
-        }
-        if let Some(v) = get("VAULT_MACHINE_ADMIN_CLAIM") {
-            rules.machine_admin_claim = v;
-        }
-        rules.scope_prefix = get("VAULT_SCOPE_PREFIX");
-        rules.allowed_clients = get("VAULT_ALLOWED_CLIENT_IDS")
-            .map(|v| v.split(',').map(str::trim).filter(|c| !c.is_empty()).map(str::to_owned).collect())
-            .unwrap_or_default();
-        rules.machine_rule = match get("VAULT_MACHINE_CLAIM") {
-            None => None,
-            Some(v) if v == "sub=client_id" => Some(MachineRule::SubIsClientId),
-            Some(v) => match v.split_once('=') {
-                Some((name, value)) if !name.is_empty() && !value.is_empty() => {
-                    Some(MachineRule::Claim { name: name.into(), value: value.into() })
-                }
-                _ => {
-                    return Err(ConfigError::Invalid {
-                        name: "VAULT_MACHINE_CLAIM",
-                        why: "must be claim=value (such as gty=client-credentials) or sub=client_id".into(),
-                    });
-                }
-            },
-        };
-        match profile {
-            IdpProfile::Rfc9068 if rules.machine_rule.is_none() => Err(ConfigError::Invalid {
-                name: "VAULT_MACHINE_CLAIM",
-                why: "the rfc9068 profile has no standard machine marker: name one (claim=value or sub=client_id)"
-                    .into(),
-            }),
-            IdpProfile::Cognito if rules.allowed_clients.is_empty() => Err(ConfigError::Invalid {
-                name: "VAULT_ALLOWED_CLIENT_IDS",
-                why: "Cognito access tokens carry no audience: list the app client ids to accept".into(),
-            }),
-            _ => Ok(rules),
-        }
-    }
-}
-
 /// Everything a function needs, from the environment.
 #[derive(Debug)]
 pub struct Config {
     pub secrets_table: String,
     pub audit_table: String,
+    /// `VAULT_KEYS_TABLE`: the organizations' salts, in a table of their own without point-in-time
+    /// recovery, so that no backup of the secrets table holds what a shred destroys.
+    pub keys_table: String,
     /// The master keys: `VAULT_MASTER_KEYS` (`id:hex,...`, first active) or a lone `VAULT_MASTER_KEY`.
     /// `None` in a function that handles no secret value (the audit reader), which never reads them.
     pub keyring: Option<Keyring>,
+    /// The key ring as an AWS KMS ciphertext, until [`Config::unseal_keyring`] opens it into `keyring`.
+    pub sealed_keyring: Option<SealedKeyring>,
     pub jwt: JwtConfig,
     pub audit_retention_days: u32,
     pub audit_timeout: Duration,
@@ -255,10 +132,20 @@ impl Config {
         let get = |name: &'static str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
         let require = |name: &'static str| get(name).ok_or(ConfigError::Missing(name));
 
-        let keyring = if keys == KeyUse::None {
-            None
-        } else {
-            Some(Self::keyring(get("VAULT_MASTER_KEYS"), get("VAULT_MASTER_KEY"))?)
+        // On AWS the ring arrives sealed under KMS (VAULT_KEYRING_CIPHERTEXT), opened at cold start by
+        // `Config::unseal_keyring`; locally, in plain text.
+        let sealed = if keys == KeyUse::None { None } else { SealedKeyring::from_lookup(&get)? };
+        let keyring = match (&sealed, keys) {
+            (_, KeyUse::None) | (Some(_), _) => {
+                if sealed.is_some() && (get("VAULT_MASTER_KEY").is_some() || get("VAULT_MASTER_KEYS").is_some()) {
+                    return Err(ConfigError::Invalid {
+                        name: "VAULT_KEYRING_CIPHERTEXT",
+                        why: "set either the KMS-sealed key ring or VAULT_MASTER_KEY(S), not both".into(),
+                    });
+                }
+                None
+            }
+            (None, KeyUse::Required) => Some(Self::keyring(get("VAULT_MASTER_KEYS"), get("VAULT_MASTER_KEY"))?),
         };
 
         let keys = match (get("VAULT_JWKS_URL"), get("VAULT_JWT_HS256_SECRET")) {
@@ -271,6 +158,14 @@ impl Config {
             (Some(url), None) => {
                 check_jwks_url(&url).map_err(|why| ConfigError::Invalid { name: "VAULT_JWKS_URL", why: why.into() })?;
                 JwtKeySource::Jwks { url }
+            }
+            (None, Some(_)) if sealed.is_some() => {
+                // A stack whose key ring is sealed under KMS is a deployed one: its tokens come from an
+                // identity provider, never from a shared secret that sits in its configuration.
+                return Err(ConfigError::Invalid {
+                    name: "VAULT_JWT_HS256_SECRET",
+                    why: "HS256 is for local stacks only; a stack with a KMS-sealed key ring verifies tokens through VAULT_JWKS_URL".into(),
+                });
             }
             (None, Some(secret)) => {
                 if secret.len() < 32 {
@@ -325,7 +220,9 @@ impl Config {
         Ok(Self {
             secrets_table: require("VAULT_SECRETS_TABLE")?,
             audit_table: require("VAULT_AUDIT_TABLE")?,
+            keys_table: require("VAULT_KEYS_TABLE")?,
             keyring,
+            sealed_keyring: sealed,
             jwt: JwtConfig {
                 issuer: get("VAULT_JWT_ISSUER").unwrap_or_else(|| DEFAULT_ISSUER.into()),
                 audience,
@@ -351,7 +248,9 @@ impl Config {
             (None, Some(hex_key)) => MasterKey::from_hex(&hex_key)
                 .map(Keyring::single)
                 .map_err(|why| ConfigError::Invalid { name: "VAULT_MASTER_KEY", why: why.to_owned() }),
-            (None, None) => Err(ConfigError::Missing("VAULT_MASTER_KEY")),
+            (None, None) => Err(ConfigError::Missing(
+                "VAULT_KEYRING_CIPHERTEXT (the KMS-sealed key ring; on a local stack, VAULT_MASTER_KEY)",
+            )),
         }
     }
 }
@@ -389,6 +288,7 @@ mod tests {
             ("VAULT_JWT_HS256_SECRET", "a-development-secret-of-32-chars!!"),
             ("VAULT_SECRETS_TABLE", "secrets"),
             ("VAULT_AUDIT_TABLE", "audit"),
+            ("VAULT_KEYS_TABLE", "keys"),
         ]
     }
 
@@ -404,7 +304,10 @@ mod tests {
     fn missing_master_key_is_named() {
         let mut e = base();
         e.retain(|(k, _)| *k != "VAULT_MASTER_KEY");
-        assert_eq!(env(&e).unwrap_err().to_string(), "VAULT_MASTER_KEY is not set");
+        assert_eq!(
+            env(&e).unwrap_err().to_string(),
+            "VAULT_KEYRING_CIPHERTEXT (the KMS-sealed key ring; on a local stack, VAULT_MASTER_KEY) is not set"
+        );
     }
 
     #[test]
