@@ -6,6 +6,8 @@ CARGO_LAMBDA_VERSION="1.9.2"
 SAM_CLI_VERSION="1.170.0"
 SCHEMATHESIS_VERSION="4.32.5"
 MOTO_VERSION="5.2.5"
+OPENAI_SDK_VERSION="3.51.0"
+ANTHROPIC_SDK_VERSION="2.10.0"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export SAM_CLI_TELEMETRY=0
@@ -45,6 +47,14 @@ ensure_moto() {
     hash -r
   fi
   command -v moto_server >/dev/null || die "moto_server is not on PATH after installing moto (is pip's bin directory on PATH?)"
+}
+
+# The official OpenAI and Anthropic Python SDKs, which the proxy's SDK test points at the local stack.
+ensure_model_sdks() {
+  if ! python3 -c "import openai, anthropic, sys; sys.exit(openai.__version__ != '$OPENAI_SDK_VERSION' or anthropic.__version__ != '$ANTHROPIC_SDK_VERSION')" 2>/dev/null; then
+    log "installing openai $OPENAI_SDK_VERSION and anthropic $ANTHROPIC_SDK_VERSION (PyPI)"
+    pip_install "openai==$OPENAI_SDK_VERSION" "anthropic==$ANTHROPIC_SDK_VERSION"
+  fi
 }
 
 as_root() {
@@ -94,6 +104,9 @@ load_dev_env() {
   export VAULT_SECRETS_TABLE="${VAULT_SECRETS_TABLE:-token-vault-secrets}"
   export VAULT_AUDIT_TABLE="${VAULT_AUDIT_TABLE:-token-vault-audit}"
   export VAULT_KEYS_TABLE="${VAULT_KEYS_TABLE:-token-vault-keys}"
+  # The proxy's local-development switch: upstreams on loopback (a mock model server on this machine)
+  # may be written and called; private, link-local and metadata addresses stay refused.
+  export VAULT_PROXY_ALLOW_LOOPBACK="${VAULT_PROXY_ALLOW_LOOPBACK:-true}"
   export VAULT_LOCAL_DYNAMODB_ADDR="${VAULT_LOCAL_DYNAMODB_ADDR:-127.0.0.1:8000}"
   export VAULT_LOCAL_DB="${VAULT_LOCAL_DB:-$ROOT/.local/dynamodb.sqlite}"
   export VAULT_LOCAL_API_PORT="${VAULT_LOCAL_API_PORT:-9000}"

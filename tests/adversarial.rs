@@ -4,8 +4,10 @@
 //! - `matrix`: the table-driven adversarial matrix (tokens, isolation, input, crypto);
 //! - `faults`: DynamoDB unreachable, stopped, slow, throttled or failing;
 //! - `concurrency`: racing writers and a mixed load whose results must agree with the store and audit log;
-//! - `leaks`: after every suite, no captured log line, error body or audit record holds a secret value,
-//!   key or token used anywhere in this binary.
+//! - `proxy`: the credential-injection proxy, with upstreams on loopback (injection, streaming, TLS, SSRF,
+//!   path tricks, redirects, echoes, other callers, limits under concurrency, redirection of a value);
+//! - `leaks`: after every suite, no captured log line, error body, body relayed by the proxy or audit
+//!   record holds a secret value, key or token used anywhere in this binary.
 //!
 //! The leak check must see everything the other suites produced, so this binary has its own small runner
 //! (`harness = false`): it runs the light suites concurrently, then the heavy ones (racing writers and
@@ -22,6 +24,8 @@ mod faults;
 mod leaks;
 #[path = "adversarial/matrix.rs"]
 mod matrix;
+#[path = "adversarial/proxy.rs"]
+mod proxy;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -49,6 +53,58 @@ fn suites() -> Vec<(&'static str, SuiteFuture)> {
         ("faults::a_persistent_failure_surfaces_as_503", Box::pin(faults::persistent())),
         ("faults::a_missing_audit_table_blocks_mutations_and_values", Box::pin(faults::audit_refusing())),
         ("faults::an_audit_table_refusing_writes_blocks_mutations_and_values", Box::pin(faults::audit_denied())),
+        (
+            "proxy::the_value_is_injected_and_the_vault_token_stays_behind",
+            Box::pin(proxy::the_value_is_injected_and_the_vault_token_stays_behind()),
+        ),
+        (
+            "proxy::a_use_only_value_is_refused_on_every_read_route_and_listed_without_it",
+            Box::pin(proxy::a_use_only_value_is_refused_on_every_read_route_and_listed_without_it()),
+        ),
+        (
+            "proxy::an_sdk_sending_its_key_as_x_api_key_is_served_and_the_key_goes_where_the_secret_says",
+            Box::pin(proxy::an_sdk_sending_its_key_as_x_api_key_is_served_and_the_key_goes_where_the_secret_says()),
+        ),
+        (
+            "proxy::a_streamed_answer_is_relayed_as_it_arrives",
+            Box::pin(proxy::a_streamed_answer_is_relayed_as_it_arrives()),
+        ),
+        (
+            "proxy::https_upstreams_are_verified_against_the_roots_the_proxy_trusts",
+            Box::pin(proxy::https_upstreams_are_verified_against_the_roots_the_proxy_trusts()),
+        ),
+        (
+            "proxy::redirects_are_returned_never_followed_and_echoed_values_are_scrubbed",
+            Box::pin(proxy::redirects_are_returned_never_followed_and_echoed_values_are_scrubbed()),
+        ),
+        (
+            "proxy::methods_paths_and_bodies_outside_the_rules_are_refused_before_the_upstream",
+            Box::pin(proxy::methods_paths_and_bodies_outside_the_rules_are_refused_before_the_upstream()),
+        ),
+        (
+            "proxy::names_resolving_to_loopback_private_or_metadata_addresses_are_refused",
+            Box::pin(proxy::names_resolving_to_loopback_private_or_metadata_addresses_are_refused()),
+        ),
+        (
+            "proxy::only_the_owner_rules_of_a_read_let_a_caller_use_a_secret",
+            Box::pin(proxy::only_the_owner_rules_of_a_read_let_a_caller_use_a_secret()),
+        ),
+        (
+            "proxy::per_secret_limits_hold_exactly_under_concurrency",
+            Box::pin(proxy::per_secret_limits_hold_exactly_under_concurrency()),
+        ),
+        (
+            "proxy::limit_windows_are_the_utc_minute_and_day",
+            Box::pin(proxy::limit_windows_are_the_utc_minute_and_day()),
+        ),
+        (
+            "proxy::an_existing_value_cannot_be_sent_to_another_host",
+            Box::pin(proxy::an_existing_value_cannot_be_sent_to_another_host()),
+        ),
+        (
+            "proxy::writes_check_upstreams_and_values_that_go_in_headers",
+            Box::pin(proxy::writes_check_upstreams_and_values_that_go_in_headers()),
+        ),
         ("concurrency::upserts_of_one_name", Box::pin(concurrency::upserts_of_one_name())),
         ("concurrency::update_and_delete_of_one_name", Box::pin(concurrency::update_and_delete())),
         ("concurrency::first_writes_of_a_new_organization", Box::pin(concurrency::first_writes_of_new_org())),

@@ -106,7 +106,7 @@ async fn stored_items_hold_only_ciphertext() {
     let dump = format!("{items:?}");
     assert!(!dump.contains("plaintext-marker-31337"));
     let secret = items.iter().find(|i| s(i, "sk") == "k").unwrap();
-    assert_eq!(secret["encVersion"].as_n().unwrap(), "1");
+    assert_eq!(secret["encVersion"].as_n().unwrap(), "2", "envelope format 2 (usage bound in the AAD)");
     assert!(s(secret, "keyId").starts_with("mk-"));
     assert_eq!(secret["wrappedKey"].as_b().unwrap().as_ref().len(), 12 + 32 + 16);
     assert_eq!(secret["ciphertext"].as_b().unwrap().as_ref().len(), 12 + "plaintext-marker-31337".len() + 16);

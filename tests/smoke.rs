@@ -115,3 +115,68 @@ fn a_function_with_a_bad_master_key_refuses_to_start_with_one_clear_line() {
     assert!(lines[0].contains("refusing to start: VAULT_MASTER_KEY is invalid"), "{logs}");
     assert!(!lines[0].contains("not-a-key-0123"), "the bad key is not echoed");
 }
+
+/// The proxy as `cargo lambda watch` serves it (Lambda's streaming response protocol, as on AWS): the
+/// value injected, the vault token kept back, and a streamed answer relayed event by event (the
+/// upstream waits for the test to hold the first event before it sends the second).
+#[tokio::test]
+#[ignore = "needs the local stack; run by scripts/test"]
+async fn the_proxy_streams_through_the_local_stack() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use vault_tests::upstream::TestUpstream;
+    let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(300)).build().unwrap();
+    let tokens = tokens();
+    let m2m = &tokens["M2M_TOKEN"];
+    let held_first = Arc::new(tokio::sync::Notify::new());
+    let second_sent = Arc::new(AtomicBool::new(false));
+    let (notify, sent) = (held_first.clone(), second_sent.clone());
+    let upstream = TestUpstream::http(Arc::new(move |req, mut conn| {
+        let (notify, sent) = (notify.clone(), sent.clone());
+        Box::pin(async move {
+            let auth = req.header("authorization").unwrap_or("").to_owned();
+            conn.start_stream(200, &[("content-type", "text/event-stream"), ("x-seen-auth", &auth)]).await?;
+            conn.chunk(b"data: one\n\n").await?;
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(30), notify.notified()).await;
+            sent.store(true, Ordering::SeqCst);
+            conn.chunk(b"data: two\n\n").await?;
+            conn.end().await
+        })
+    }))
+    .await;
+    let name = format!("smoke_proxy_{}", time::OffsetDateTime::now_utc().unix_timestamp_nanos());
+    let body = json!({"name": name, "value": "sk-smoke-proxied", "access": "use-only",
+        "upstream": {"baseUrl": upstream.http_url("/v1")}});
+    let (status, _, reply) = call(&http, reqwest::Method::POST, "/vault/secrets", Some(m2m), Some(body)).await;
+    assert_eq!(status, 201, "{reply}");
+    let mut resp = http
+        .post(format!("{}/vault/proxy/{name}/chat/completions?stream=true", setting("VAULT_SMOKE_URL")))
+        .bearer_auth(m2m)
+        .json(&json!({"stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    // The header echoing the injected value comes back scrubbed.
+    assert_eq!(resp.headers()["x-seen-auth"], "Bearer [REDACTED]");
+    let first = resp.chunk().await.unwrap().expect("a first event");
+    assert!(!second_sent.load(Ordering::SeqCst), "the first event came only after the second was sent");
+    assert_eq!(&first[..], b"data: one\n\n");
+    held_first.notify_one();
+    let mut rest = Vec::new();
+    while let Some(chunk) = resp.chunk().await.unwrap() {
+        rest.extend_from_slice(&chunk);
+    }
+    assert_eq!(rest, b"data: two\n\n");
+    let got = upstream.requests();
+    assert_eq!(
+        (got[0].target.as_str(), got[0].header("authorization")),
+        ("/v1/chat/completions?stream=true", Some("Bearer sk-smoke-proxied"))
+    );
+    assert!(!got[0].raw.contains(m2m.as_str()));
+    // Its value is never read back.
+    let (status, _, reply) =
+        call(&http, reqwest::Method::GET, &format!("/vault/secrets/{name}"), Some(m2m), None).await;
+    assert_eq!((status, &reply["error"]["code"]), (403, &json!("use_only")));
+}

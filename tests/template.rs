@@ -131,6 +131,18 @@ fn every_function_is_built_from_its_crate_and_routed() {
         let local_route = format!("{{ method = \"{method}\", function = \"{binary}\" }}");
         assert!(cargo.contains(&local_route), "Cargo.toml's watch router lacks {method} {path} -> {binary}");
     }
+    // The proxy sits behind its own streaming function URL (the vault token is its credential), never
+    // behind API Gateway, and the local router sends it any method under /vault/proxy/.
+    let proxy = &t["Resources"]["ProxyFunction"];
+    assert_eq!(proxy["Metadata"]["BuildProperties"]["Binary"].as_str(), Some("proxy"));
+    assert_eq!(proxy["Properties"]["FunctionUrlConfig"]["AuthType"].as_str(), Some("NONE"));
+    assert_eq!(proxy["Properties"]["FunctionUrlConfig"]["InvokeMode"].as_str(), Some("RESPONSE_STREAM"));
+    assert!(proxy["Properties"]["Events"].is_null(), "the proxy has no API Gateway route");
+    assert_eq!(proxy["Properties"]["Timeout"].as_u64(), Some(900));
+    assert!(format!("{:?}", t["Outputs"]["ProxyUrl"]).contains("ProxyFunctionUrl"));
+    for route in ["\"/vault/proxy/{name}\" = \"proxy\"", "\"/vault/proxy/{name}/{*path}\" = \"proxy\""] {
+        assert!(cargo.contains(route), "Cargo.toml's watch router lacks {route}");
+    }
     // The portal has no access to any table, and no configuration of its own.
     assert!(t["Resources"]["PortalFunction"]["Properties"]["Policies"].is_null());
     assert!(t["Resources"]["PortalFunction"]["Properties"]["Environment"].is_null());
@@ -155,7 +167,7 @@ fn every_function_is_built_from_its_crate_and_routed() {
 fn functions_get_least_privilege() {
     let t = template();
     let writes: &[&str] = &["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"];
-    let expected: [(&str, &[&str]); 8] = [
+    let expected: [(&str, &[&str]); 9] = [
         ("CreateSecretFunction", writes),
         ("GetSecretFunction", &["dynamodb:GetItem"]),
         ("ListSecretsFunction", &["dynamodb:Query"]),
@@ -164,15 +176,19 @@ fn functions_get_least_privilege() {
         ("RollbackSecretFunction", writes),
         ("RotateKeysFunction", &["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"]),
         ("ShredOrgFunction", &["dynamodb:DeleteItem"]),
+        ("ProxyFunction", &["dynamodb:GetItem"]),
     ];
     for (resource, secrets_actions) in expected {
         let statements = t["Resources"][resource]["Properties"]["Policies"][0]["Statement"].as_sequence().unwrap();
         let queries_index = ["RotateKeysFunction", "ShredOrgFunction", "ListSecretsFunction"].contains(&resource);
         let writes_versions = secrets_actions == writes;
+        let counts_uses = resource == "ProxyFunction";
         let seals = SEALING_FUNCTIONS.contains(&resource);
         let keys_table = seals || resource == "ShredOrgFunction";
-        let expected_statements =
-            2 + usize::from(queries_index || writes_versions) + usize::from(keys_table) + usize::from(seals);
+        let expected_statements = 2
+            + usize::from(queries_index || writes_versions || counts_uses)
+            + usize::from(keys_table)
+            + usize::from(seals);
         assert_eq!(statements.len(), expected_statements, "{resource}");
         for st in statements {
             let actions: Vec<&str> = st["Action"].as_sequence().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
@@ -196,12 +212,12 @@ fn functions_get_least_privilege() {
             } else if target.contains("SecretsTable") {
                 assert_eq!(actions, secrets_actions, "{resource}");
             } else if actions == ["dynamodb:UpdateItem"] {
-                // Only writers update the audit table, and there only the `seq#` partitions that hold
-                // version sequences, never an event.
-                assert!(writes_versions && target.contains("AuditTable"), "{resource}: {target}");
+                // Only writers and the proxy update the audit table, and there only the partitions of
+                // version sequences (`seq#`) or of use counters (`rate#`), never an event.
+                assert!((writes_versions || counts_uses) && target.contains("AuditTable"), "{resource}: {target}");
                 let leading = &st["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"];
                 assert_eq!(leading.as_sequence().map(Vec::len), Some(1), "{resource}");
-                assert_eq!(leading[0].as_str(), Some("seq#*"), "{resource}");
+                assert_eq!(leading[0].as_str(), Some(if counts_uses { "rate#*" } else { "seq#*" }), "{resource}");
             } else {
                 assert!(target.contains("AuditTable"), "{resource}: {target}");
                 assert_eq!(actions, ["dynamodb:PutItem"], "{resource}");
@@ -219,12 +235,13 @@ fn functions_get_least_privilege() {
 }
 
 /// The functions that seal or open values: the only ones given the key ring, or the right to decrypt it.
-const SEALING_FUNCTIONS: [&str; 5] = [
+const SEALING_FUNCTIONS: [&str; 6] = [
     "CreateSecretFunction",
     "GetSecretFunction",
     "BatchGetSecretsFunction",
     "RollbackSecretFunction",
     "RotateKeysFunction",
+    "ProxyFunction",
 ];
 
 /// No function's configuration holds key material in the clear: the only key material in the template is
@@ -445,6 +462,22 @@ async fn every_function_calls_dynamodb_only_as_its_policy_allows() {
     check_calls(&t, "RotateKeysFunction", &log.take());
     job.shred_org("org-iam", "org-iam").await.unwrap();
     check_calls(&t, "ShredOrgFunction", &log.take());
+
+    // The proxy: a use counted against its secret's limits and audited, and a refused one audited.
+    let upstream =
+        vault_tests::upstream::TestUpstream::http(vault_tests::upstream::answer_json(200, serde_json::json!({}))).await;
+    let body = serde_json::json!({"name": "metered", "value": "sk-x", "access": "use-only",
+        "upstream": {"baseUrl": upstream.http_url(""), "methods": ["GET"]}, "limits": {"perDay": 10}});
+    let tv = TestVault::start_with(&[("VAULT_PROXY_ALLOW_LOOPBACK", "true")]).await;
+    assert_eq!(tv.send(put(&app, body)).await.status, 201);
+    let log = CallLog::default();
+    let client = Client::from_conf(tv.client.config().to_builder().interceptor(log.clone()).build());
+    let proxy = proxy_over(&client, &[], token_vault::ProxyOptions::default()).await;
+    let used = send_proxy(&proxy, Call::new("GET", "/vault/proxy/metered/x").token(&app)).await;
+    assert_eq!(used.status, 200);
+    let refused = send_proxy(&proxy, Call::new("POST", "/vault/proxy/metered/x").token(&app)).await;
+    assert_eq!(refused.status, 403);
+    check_calls(&t, "ProxyFunction", &log.take());
 }
 
 fn check_calls(t: &Value, resource: &str, used: &[(String, String)]) {

@@ -70,7 +70,7 @@ fn keys_and_values(c: &mut Criterion) {
     });
     let key = master.derive_org_key("org1", &salt);
     let owner = Owner::App { client_id: "client-a".into() };
-    let binding = Binding { org_id: "org1", owner: &owner, name: "openai_api_key" };
+    let binding = Binding::new("org1", &owner, "openai_api_key");
     let mut group = c.benchmark_group("AES-256-GCM envelope");
     for size in [1024usize, 65_536] {
         let value = vec![b'v'; size];

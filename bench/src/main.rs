@@ -15,6 +15,7 @@
 //! Prints Markdown tables. `scripts/bench` builds the binaries and writes the tables into BENCHMARKS.md.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[allow(dead_code, reason = "shared with vault-proxy-bench, which reads the streamed replies' first byte")]
 mod runtime_api;
 
 use std::path::{Path, PathBuf};
@@ -319,7 +320,7 @@ impl Floor {
 
     fn secret(&self, name: &str, version: u64, i: usize) -> SecretItem {
         let owner = Owner::App { client_id: CLIENT.into() };
-        let envelope = self.key.seal(Binding { org_id: ORG, owner: &owner, name }, value(i).as_bytes()).unwrap();
+        let envelope = self.key.seal(Binding::new(ORG, &owner, name), value(i).as_bytes()).unwrap();
         SecretItem {
             owner,
             name: name.into(),
@@ -332,6 +333,9 @@ impl Floor {
             lifetime: Some(new_lifetime()),
             fence: None,
             recorded: false,
+            access: Default::default(),
+            upstream: None,
+            limits: Default::default(),
         }
     }
 

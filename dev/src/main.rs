@@ -60,6 +60,11 @@ async fn run() -> Result<(), String> {
     );
     println!("  curl -s {api}/vault/secrets/openai_api_key -H \"Authorization: Bearer $M2M_TOKEN\"");
     println!("  curl -s {api}/vault/secrets -H \"Authorization: Bearer $USER_TOKEN\"");
+    println!("Use a key without reading it: the proxy calls the secret's upstream with the value injected:");
+    println!(
+        "  curl -s -X POST {api}/vault/secrets -H \"Authorization: Bearer $M2M_TOKEN\" -H 'Content-Type: application/json' \\\n    -d '{{\"name\":\"openai\",\"value\":\"sk-...\",\"access\":\"use-only\",\"upstream\":{{\"baseUrl\":\"https://api.openai.com/v1\"}}}}'"
+    );
+    println!("  OPENAI_BASE_URL={api}/vault/proxy/openai OPENAI_API_KEY=$M2M_TOKEN python your_agent.py");
     if let Ok(path) = std::env::var("VAULT_LOCAL_TOKENS_FILE") {
         let body = format!("M2M_TOKEN={m2m}\nUSER_TOKEN={user}\nADMIN_TOKEN={admin}\n");
         std::fs::write(&path, body).map_err(|e| format!("writing {path}: {e}"))?;

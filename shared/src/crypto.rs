@@ -3,8 +3,9 @@
 //! Hierarchy: master key (`VAULT_MASTER_KEY`) → per-organization key (HKDF-SHA256 with a random 32-byte
 //! salt stored once per organization) → per-write data key (random, 256-bit) that seals the value with
 //! AES-256-GCM. The data key is stored wrapped (AES-256-GCM) by the organization key. The associated data
-//! of both layers binds the ciphertext to its organization, owner and name, so a ciphertext copied to
-//! another item fails to open.
+//! of both layers binds the ciphertext to its organization, owner and name, and (format 2) to its access
+//! mode and upstream, so a ciphertext copied to another item fails to open, and a value cannot be made
+//! readable, or pointed at another host, by editing its item.
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -15,10 +16,14 @@ use rand::rngs::OsRng;
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use crate::model::Owner;
+use crate::model::{Access, Injection, Owner, Upstream};
 
-/// The envelope format written today. Stored with every secret so the format can evolve.
-pub(crate) const ENVELOPE_VERSION: u8 = 1;
+/// The envelope format written today (2: the associated data also binds the access mode and the
+/// upstream). Stored with every secret so the format can evolve.
+pub(crate) const ENVELOPE_VERSION: u8 = 2;
+/// The first format, which binds organization, owner and name only: it still opens, for a readable
+/// secret without an upstream (what every secret it sealed was).
+const FORMAT_1: u8 = 1;
 /// Length of AES-GCM nonces.
 const NONCE_LEN: usize = 12;
 /// Length of AES-GCM tags.
@@ -177,12 +182,30 @@ impl std::fmt::Debug for OrgKey {
     }
 }
 
-/// Where a secret lives: what its ciphertext is bound to.
+/// Where a secret lives and where its value may go: what its ciphertext is bound to.
 #[derive(Debug, Clone, Copy)]
 pub struct Binding<'a> {
     pub org_id: &'a str,
     pub owner: &'a Owner,
     pub name: &'a str,
+    pub access: Access,
+    pub upstream: Option<&'a Upstream>,
+}
+
+impl<'a> Binding<'a> {
+    /// A readable secret without an upstream.
+    pub fn new(org_id: &'a str, owner: &'a Owner, name: &'a str) -> Self {
+        Self { org_id, owner, name, access: Access::Readable, upstream: None }
+    }
+
+    /// The same secret with `access` and `upstream`.
+    pub fn with_usage(self, access: Access, upstream: Option<&'a Upstream>) -> Self {
+        Self { access, upstream, ..self }
+    }
+
+    fn is_plain(&self) -> bool {
+        self.access == Access::Readable && self.upstream.is_none()
+    }
 }
 
 /// A sealed value as stored: format version, master key id, the wrapped data key and the ciphertext.
@@ -217,6 +240,8 @@ pub enum IntegrityError {
     WrappedKey,
     #[error("value ciphertext failed authentication")]
     Ciphertext,
+    #[error("an envelope of format 1 binds no access mode or upstream, but the item names one")]
+    UsageNotBound,
 }
 
 /// Failure of the AES-GCM primitive itself while sealing (not expected in practice).
@@ -236,9 +261,7 @@ impl OrgKey {
 
     /// Opens `envelope` as stored for `binding`; any tampering, move or wrong key fails.
     pub fn open(&self, binding: Binding<'_>, envelope: &Envelope) -> Result<Zeroizing<Vec<u8>>, IntegrityError> {
-        if envelope.version != ENVELOPE_VERSION {
-            return Err(IntegrityError::UnsupportedVersion(envelope.version));
-        }
+        check_format(envelope.version, binding)?;
         let data_key =
             gcm_open(&self.key, &envelope.wrapped_key, &wrap_aad(envelope.version, &envelope.key_id, binding))
                 .ok_or(IntegrityError::WrappedKey)?;
@@ -261,15 +284,23 @@ impl OrgKey {
 
     /// Moves `envelope`'s data key from this key to `to`, leaving the value's ciphertext untouched.
     pub fn rewrap(&self, to: &OrgKey, binding: Binding<'_>, envelope: &Envelope) -> Result<Envelope, IntegrityError> {
-        if envelope.version != ENVELOPE_VERSION {
-            return Err(IntegrityError::UnsupportedVersion(envelope.version));
-        }
+        check_format(envelope.version, binding)?;
         let data_key =
             gcm_open(&self.key, &envelope.wrapped_key, &wrap_aad(envelope.version, &envelope.key_id, binding))
                 .ok_or(IntegrityError::WrappedKey)?;
         let wrapped_key = gcm_seal(&to.key, &data_key, &wrap_aad(envelope.version, &to.key_id, binding))
             .map_err(|_| IntegrityError::WrappedKey)?;
         Ok(Envelope { key_id: to.key_id.clone(), wrapped_key, ..envelope.clone() })
+    }
+}
+
+/// Format 2 opens for any binding; format 1 only for a readable secret without an upstream.
+fn check_format(version: u8, binding: Binding<'_>) -> Result<(), IntegrityError> {
+    match version {
+        ENVELOPE_VERSION => Ok(()),
+        FORMAT_1 if binding.is_plain() => Ok(()),
+        FORMAT_1 => Err(IntegrityError::UsageNotBound),
+        other => Err(IntegrityError::UnsupportedVersion(other)),
     }
 }
 
@@ -305,6 +336,38 @@ fn binding_fields(out: &mut Vec<u8>, version: u8, binding: Binding<'_>) {
     push_field(out, binding.owner.kind().as_bytes());
     push_field(out, binding.owner.id().as_bytes());
     push_field(out, binding.name.as_bytes());
+    if version >= 2 {
+        usage_fields(out, binding.access, binding.upstream);
+    }
+}
+
+/// The access mode and the upstream, field by field (lists prefixed by their length), so that no two
+/// different usages encode the same bytes.
+fn usage_fields(out: &mut Vec<u8>, access: Access, upstream: Option<&Upstream>) {
+    push_field(out, access.as_str().as_bytes());
+    let Some(up) = upstream else {
+        push_field(out, b"no-upstream");
+        return;
+    };
+    push_field(out, b"upstream");
+    push_field(out, up.base_url.as_bytes());
+    match &up.inject {
+        Injection::Header { name, template } => {
+            push_field(out, b"header");
+            push_field(out, name.as_bytes());
+            push_field(out, template.as_bytes());
+        }
+        Injection::Query { name } => {
+            push_field(out, b"query");
+            push_field(out, name.as_bytes());
+        }
+    }
+    for list in [&up.methods, &up.paths] {
+        push_field(out, &(list.len() as u64).to_be_bytes());
+        for entry in list {
+            push_field(out, entry.as_bytes());
+        }
+    }
 }
 
 fn value_aad(version: u8, binding: Binding<'_>) -> Vec<u8> {
@@ -343,7 +406,7 @@ mod tests {
     fn round_trip() {
         let key = master(7).derive_org_key("org1", &[1; SALT_LEN]);
         let owner = app("c1");
-        let b = Binding { org_id: "org1", owner: &owner, name: "openai" };
+        let b = Binding::new("org1", &owner, "openai");
         for value in [&b"x"[..], b"sk-abc123", &[0u8; 65_536]] {
             let env = key.seal(b, value).unwrap();
             assert_eq!(env.version, ENVELOPE_VERSION);
@@ -354,7 +417,7 @@ mod tests {
     #[test]
     fn ciphertext_never_contains_plaintext_and_is_randomised() {
         let (key, owner) = org1();
-        let b = Binding { org_id: "org1", owner: &owner, name: "n" };
+        let b = Binding::new("org1", &owner, "n");
         let a = key.seal(b, b"sk-very-secret-value").unwrap();
         let c = key.seal(b, b"sk-very-secret-value").unwrap();
         assert_ne!(a.ciphertext, c.ciphertext);
@@ -365,7 +428,7 @@ mod tests {
     #[test]
     fn any_flipped_byte_fails() {
         let (key, owner) = org1();
-        let b = Binding { org_id: "org1", owner: &owner, name: "n" };
+        let b = Binding::new("org1", &owner, "n");
         let env = key.seal(b, b"value").unwrap();
         for i in 0..env.ciphertext.len() {
             let mut bad = env.clone();
@@ -381,14 +444,80 @@ mod tests {
         bad.ciphertext.truncate(10);
         assert!(key.open(b, &bad).is_err());
         let mut bad = env.clone();
-        bad.version = 2;
-        assert_eq!(key.open(b, &bad).unwrap_err(), IntegrityError::UnsupportedVersion(2));
+        bad.version = 3;
+        assert_eq!(key.open(b, &bad).unwrap_err(), IntegrityError::UnsupportedVersion(3));
+    }
+
+    fn upstream(base_url: &str) -> Upstream {
+        Upstream {
+            base_url: base_url.into(),
+            inject: Injection::Header { name: "authorization".into(), template: "Bearer {value}".into() },
+            methods: vec!["POST".into()],
+            paths: vec!["/chat/completions".into()],
+        }
+    }
+
+    #[test]
+    fn the_access_mode_and_the_upstream_are_bound() {
+        let (key, owner) = org1();
+        let openai = upstream("https://api.openai.com/v1");
+        let b = Binding::new("org1", &owner, "n").with_usage(Access::UseOnly, Some(&openai));
+        let env = key.seal(b, b"sk-live").unwrap();
+        assert_eq!(key.open(b, &env).unwrap().as_slice(), b"sk-live");
+        let evil = upstream("https://evil.example");
+        let query = Upstream { inject: Injection::Query { name: "key".into() }, ..openai.clone() };
+        let any_method = Upstream { methods: vec![], ..openai.clone() };
+        let other_path = Upstream { paths: vec!["/".into()], ..openai.clone() };
+        let template = Upstream {
+            inject: Injection::Header { name: "authorization".into(), template: "Basic {value}".into() },
+            ..openai.clone()
+        };
+        for changed in [
+            b.with_usage(Access::Readable, Some(&openai)),
+            b.with_usage(Access::UseOnly, None),
+            b.with_usage(Access::Readable, None),
+            b.with_usage(Access::UseOnly, Some(&evil)),
+            b.with_usage(Access::UseOnly, Some(&query)),
+            b.with_usage(Access::UseOnly, Some(&any_method)),
+            b.with_usage(Access::UseOnly, Some(&other_path)),
+            b.with_usage(Access::UseOnly, Some(&template)),
+        ] {
+            assert_eq!(key.open(changed, &env).unwrap_err(), IntegrityError::WrappedKey, "{changed:?}");
+        }
+        // Relabelled as format 1 (which binds no usage), it opens for no binding at all.
+        let relabelled = Envelope { version: FORMAT_1, ..env.clone() };
+        assert!(key.open(b, &relabelled).is_err());
+        assert!(key.open(Binding::new("org1", &owner, "n"), &relabelled).is_err());
+    }
+
+    /// An envelope as format 1 sealed it (organization, owner and name only).
+    fn seal_format_1(key: &OrgKey, binding: Binding<'_>, plaintext: &[u8]) -> Envelope {
+        let data_key = Zeroizing::new([9u8; KEY_LEN]);
+        let ciphertext = gcm_seal(&data_key, plaintext, &value_aad(FORMAT_1, binding)).unwrap();
+        let wrapped_key = gcm_seal(&key.key, data_key.as_slice(), &wrap_aad(FORMAT_1, &key.key_id, binding)).unwrap();
+        Envelope { version: FORMAT_1, key_id: key.key_id.clone(), wrapped_key, ciphertext }
+    }
+
+    #[test]
+    fn format_1_opens_only_as_a_readable_secret_without_an_upstream() {
+        let (key, owner) = org1();
+        let plain = Binding::new("org1", &owner, "n");
+        let env = seal_format_1(&key, plain, b"old");
+        assert_eq!(key.open(plain, &env).unwrap().as_slice(), b"old");
+        let openai = upstream("https://api.openai.com/v1");
+        for named in [plain.with_usage(Access::UseOnly, None), plain.with_usage(Access::Readable, Some(&openai))] {
+            assert_eq!(key.open(named, &env).unwrap_err(), IntegrityError::UsageNotBound);
+        }
+        // Rewrapping keeps its format, and the same rule.
+        let moved = key.rewrap(&key, plain, &env).unwrap();
+        assert_eq!((moved.version, key.open(plain, &moved).unwrap().as_slice()), (FORMAT_1, &b"old"[..]));
+        assert!(key.rewrap(&key, plain.with_usage(Access::UseOnly, None), &env).is_err());
     }
 
     #[test]
     fn swapped_binding_fails() {
         let (key, owner) = org1();
-        let b = Binding { org_id: "org1", owner: &owner, name: "n" };
+        let b = Binding::new("org1", &owner, "n");
         let env = key.seal(b, b"value").unwrap();
         let other_client = app("c2");
         let user = Owner::User { user_id: "c1".into() };
@@ -411,7 +540,7 @@ mod tests {
     fn per_org_keys_differ_and_other_keys_fail() {
         let m = master(7);
         let owner = app("c1");
-        let b = Binding { org_id: "org1", owner: &owner, name: "n" };
+        let b = Binding::new("org1", &owner, "n");
         let k1 = m.derive_org_key("org1", &[1; SALT_LEN]);
         let env = k1.seal(b, b"value").unwrap();
         // Same master, same salt, other organization.
@@ -430,7 +559,7 @@ mod tests {
         let old = MasterKey::with_id("k1", &"11".repeat(32)).unwrap().derive_org_key("org1", &[1; SALT_LEN]);
         let new = MasterKey::with_id("k2", &"22".repeat(32)).unwrap().derive_org_key("org1", &[1; SALT_LEN]);
         let owner = app("c1");
-        let b = Binding { org_id: "org1", owner: &owner, name: "n" };
+        let b = Binding::new("org1", &owner, "n");
         let env = old.seal(b, b"value").unwrap();
         let moved = old.rewrap(&new, b, &env).unwrap();
         assert_eq!((moved.key_id.as_str(), &moved.ciphertext), ("k2", &env.ciphertext));
@@ -511,7 +640,7 @@ mod tests {
                 master_byte in any::<u8>(),
             ) {
                 let key = master(master_byte).derive_org_key(&org, &salt);
-                let binding = Binding { org_id: &org, owner: &owner, name: &name };
+                let binding = Binding::new(&org, &owner, &name);
                 let envelope = key.seal(binding, &value).unwrap();
                 let opened = key.open(binding, &envelope).unwrap();
                 prop_assert_eq!(opened.as_slice(), value.as_slice());
@@ -526,7 +655,7 @@ mod tests {
                 xor in 1u8..=255,
             ) {
                 let key = master(3).derive_org_key(&org, &[9; SALT_LEN]);
-                let binding = Binding { org_id: &org, owner: &owner, name: &name };
+                let binding = Binding::new(&org, &owner, &name);
                 let mut envelope = key.seal(binding, &value).unwrap();
                 let bytes = if in_wrapped_key { &mut envelope.wrapped_key } else { &mut envelope.ciphertext };
                 let i = at.index(bytes.len());
@@ -544,9 +673,9 @@ mod tests {
                 // One organization key for both, so only the associated data differs.
                 let key = master(5).derive_org_key("org", &[1; SALT_LEN]);
                 let (org, owner, name) = &sealed_for;
-                let envelope = key.seal(Binding { org_id: org, owner, name }, &value).unwrap();
+                let envelope = key.seal(Binding::new(org, owner, name), &value).unwrap();
                 let (org, owner, name) = &opened_as;
-                let other = Binding { org_id: org, owner, name };
+                let other = Binding::new(org, owner, name);
                 prop_assert!(key.open(other, &envelope).is_err());
             }
 
@@ -559,7 +688,7 @@ mod tests {
                 other_salt in any::<[u8; SALT_LEN]>(),
             ) {
                 prop_assume!(org != other_org && salt != other_salt);
-                let binding = Binding { org_id: &org, owner: &owner, name: &name };
+                let binding = Binding::new(&org, &owner, &name);
                 let envelope = master(1).derive_org_key(&org, &salt).seal(binding, &value).unwrap();
                 prop_assert!(master(1).derive_org_key(&other_org, &salt).open(binding, &envelope).is_err());
                 prop_assert!(master(1).derive_org_key(&org, &other_salt).open(binding, &envelope).is_err());

@@ -45,10 +45,21 @@ codes! {
     InvalidVersion = "invalid_version",
     InvalidPrecondition = "invalid_precondition",
     InvalidTimeRange = "invalid_time_range",
+    InvalidAccess = "invalid_access",
+    InvalidUpstream = "invalid_upstream",
+    InvalidLimits = "invalid_limits",
+    InvalidPath = "invalid_path",
     MissingToken = "missing_token",
     InvalidToken = "invalid_token",
     Forbidden = "forbidden",
     InsufficientScope = "insufficient_scope",
+    /// A read of a use-only secret: its value is never returned.
+    UseOnly = "use_only",
+    /// The proxy was asked to use a secret that has no upstream.
+    NoUpstream = "no_upstream",
+    /// The proxy was asked for a method or path the secret's upstream does not allow.
+    MethodNotPermitted = "method_not_permitted",
+    PathNotPermitted = "path_not_permitted",
     NotFound = "not_found",
     VersionNotFound = "version_not_found",
     MethodNotAllowed = "method_not_allowed",
@@ -56,10 +67,17 @@ codes! {
     ValueTooLarge = "value_too_large",
     BodyTooLarge = "body_too_large",
     UnsupportedMediaType = "unsupported_media_type",
+    RateLimited = "rate_limited",
     IntegrityError = "integrity_error",
     InternalError = "internal_error",
     StorageUnavailable = "storage_unavailable",
     IdentityProviderUnavailable = "identity_provider_unavailable",
+    /// The upstream's name resolved to an address the proxy never calls (loopback, private,
+    /// link-local, metadata).
+    UpstreamBlocked = "upstream_blocked",
+    /// The upstream could not be reached, or its TLS certificate did not verify.
+    UpstreamUnavailable = "upstream_unavailable",
+    UpstreamTimeout = "upstream_timeout",
     /// Operator jobs only (never an HTTP response): a shred without its confirmation.
     ConfirmationRequired = "confirmation_required",
 }
@@ -120,6 +138,18 @@ pub enum ApiError {
     #[error("{message}")]
     PayloadTooLarge { code: Code, message: String },
 
+    /// 429: a per-secret limit was reached; `Retry-After` says when the window that counts it ends.
+    #[error("rate limited")]
+    RateLimited { retry_after: u64 },
+
+    /// 502: the proxy did not reach the upstream (`upstream_blocked`, `upstream_unavailable`).
+    #[error("{message}")]
+    BadGateway { code: Code, message: String },
+
+    /// 504: the upstream did not answer in time.
+    #[error("upstream timed out")]
+    GatewayTimeout,
+
     /// 415: a body that is not declared as JSON.
     #[error("request body must be application/json")]
     UnsupportedMediaType,
@@ -177,6 +207,9 @@ impl ApiError {
             Self::MethodNotAllowed => 405,
             Self::PayloadTooLarge { .. } => 413,
             Self::UnsupportedMediaType => 415,
+            Self::RateLimited { .. } => 429,
+            Self::BadGateway { .. } => 502,
+            Self::GatewayTimeout => 504,
             Self::Unavailable(_) | Self::IdpUnavailable => 503,
             Self::Integrity(_) | Self::Internal(_) => 500,
         }
@@ -188,7 +221,10 @@ impl ApiError {
             Self::BadRequest { code, .. }
             | Self::Forbidden { code, .. }
             | Self::Unauthorized { code, .. }
-            | Self::PayloadTooLarge { code, .. } => *code,
+            | Self::PayloadTooLarge { code, .. }
+            | Self::BadGateway { code, .. } => *code,
+            Self::RateLimited { .. } => Code::RateLimited,
+            Self::GatewayTimeout => Code::UpstreamTimeout,
             Self::NotFound => Code::NotFound,
             Self::VersionNotFound => Code::VersionNotFound,
             Self::PreconditionFailed => Code::VersionConflict,
@@ -207,7 +243,12 @@ impl ApiError {
             Self::BadRequest { message, .. }
             | Self::Forbidden { message, .. }
             | Self::Unauthorized { message, .. }
-            | Self::PayloadTooLarge { message, .. } => message.clone(),
+            | Self::PayloadTooLarge { message, .. }
+            | Self::BadGateway { message, .. } => message.clone(),
+            Self::RateLimited { retry_after } => {
+                format!("This secret's rate limit is reached; retry in {retry_after} s (Retry-After).")
+            }
+            Self::GatewayTimeout => "The upstream did not answer in time.".into(),
             Self::NotFound => "No secret with this name exists for this caller.".into(),
             Self::VersionNotFound => format!(
                 "This version of the secret is not kept: the current version and the {} before it can be read.",
@@ -249,6 +290,9 @@ impl ApiError {
             }
             Self::Unavailable(_) | Self::IdpUnavailable => vec![(header::RETRY_AFTER, HeaderValue::from_static("1"))],
             Self::MethodNotAllowed => vec![(header::ALLOW, HeaderValue::from_static(allow))],
+            Self::RateLimited { retry_after } => {
+                vec![(header::RETRY_AFTER, HeaderValue::from(*retry_after))]
+            }
             _ => Vec::new(),
         }
     }
@@ -287,5 +331,7 @@ mod tests {
         assert!(names(ApiError::forbidden(Code::Forbidden, "x")).is_empty());
         assert_eq!(names(ApiError::unavailable("x")), [header::RETRY_AFTER]);
         assert_eq!(names(ApiError::MethodNotAllowed), [header::ALLOW]);
+        let limited = ApiError::RateLimited { retry_after: 42 }.headers("GET");
+        assert_eq!((limited[0].0.clone(), limited[0].1.to_str().unwrap()), (header::RETRY_AFTER, "42"));
     }
 }

@@ -17,6 +17,7 @@ use lambda_http::{Request, service_fn};
 
 use crate::config::{Config, KeyUse};
 use crate::http::{Operation, handle};
+use crate::proxy::{Proxy, ProxyOptions, handle_proxy};
 use crate::service::Vault;
 
 /// Installs the log subscriber, as Lambda's advanced logging controls configure it: JSON lines when
@@ -99,6 +100,23 @@ pub async fn serve(op: Operation) -> Result<(), lambda_http::Error> {
     lambda_http::run(service_fn(|req: Request| {
         let vault = &vault;
         async move { Ok::<_, Infallible>(handle(vault, op, req).await) }
+    }))
+    .await
+}
+
+/// Runs the proxy function: like [`serve`], with the upstream client too, answering with streamed
+/// responses (Lambda's response streaming, behind a function URL: an API Gateway HTTP API buffers
+/// responses and ends them at 30 s, and a model's answer streams for minutes).
+pub async fn serve_proxy() -> Result<(), lambda_http::Error> {
+    init_logging();
+    let vault = vault_from_env_for(KeyUse::Required).await;
+    let proxy = Proxy::new(vault, ProxyOptions::default()).unwrap_or_else(|e| {
+        tracing::error!("refusing to start: {}", crate::error::chain(&e));
+        std::process::exit(1);
+    });
+    lambda_http::run_with_streaming_response(service_fn(|req: Request| {
+        let proxy = &proxy;
+        async move { Ok::<_, Infallible>(handle_proxy(proxy, req).await) }
     }))
     .await
 }

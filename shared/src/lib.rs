@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! lambda, portal        cold-start wiring; the admin page
+//! proxy                 the credential-injection proxy (streams the upstream's answer)
 //! http                  requests and responses
 //! service               the operations (and the operator jobs)
 //! store                 DynamoDB: keys, item codec, reads, writes, audit, organizations
@@ -26,6 +27,7 @@ mod lambda;
 mod model;
 mod policy;
 mod portal;
+mod proxy;
 mod rules;
 mod service;
 mod store;
@@ -33,21 +35,25 @@ mod store;
 pub use auth::TokenVerifier;
 pub use config::{
     ClaimRules, Config, ConfigError, DEFAULT_AUDIENCE, DEFAULT_ISSUER, IdpProfile, JWKS_REFRESH_INTERVAL, JwtConfig,
-    JwtKeySource, KEYRING_PURPOSE, KeyUse, MachineRule, SealedKeyring,
+    JwtKeySource, KEYRING_PURPOSE, KeyUse, MachineRule, ProxySettings, SealedKeyring,
 };
 pub use crypto::{Binding, MasterKey, OrgKey};
 pub use error::{ApiError, Code, chain};
 pub use http::{Operation, handle, validate_request};
-pub use lambda::{init_logging, sdk_config_loader, serve, serve_job, serve_portal, vault_from_env};
-pub use model::{AuditEvent, EventKind, Owner, Principal, RequestMeta, TokenKind};
+pub use lambda::{init_logging, sdk_config_loader, serve, serve_job, serve_portal, serve_proxy, vault_from_env};
+pub use model::{
+    Access, AuditEvent, EventKind, Injection, Limits, Owner, Principal, RequestMeta, TokenKind, Upstream, UpstreamWire,
+};
+pub use proxy::{PROXY_PATH, Proxy, ProxyBody, ProxyOptions, handle_proxy};
 pub use service::{RewrapOptions, RewrapReport, ShredReport, Vault};
 
 /// Limits of the API, for the tests and tools that check against them.
 pub mod limits {
     pub use crate::auth::MAX_JWKS_BYTES;
     pub use crate::rules::{
-        MAX_BATCH_NAMES, MAX_BODY_BYTES, MAX_ID_LEN, MAX_LIST_LIMIT, MAX_NAME_LEN, MAX_SCOPE_LEN, MAX_SCOPES,
-        MAX_VALUE_BYTES, RETAINED_VERSIONS,
+        MAX_BATCH_NAMES, MAX_BODY_BYTES, MAX_ID_LEN, MAX_LIST_LIMIT, MAX_NAME_LEN, MAX_PROXY_BODY_BYTES,
+        MAX_RATE_LIMIT, MAX_SCOPE_LEN, MAX_SCOPES, MAX_UPSTREAM_PATHS, MAX_URL_LEN, MAX_VALUE_BYTES, PROXY_METHODS,
+        RETAINED_VERSIONS,
     };
 }
 
@@ -55,7 +61,7 @@ pub mod limits {
 /// the tables directly.
 pub mod table {
     pub use crate::store::{
-        AuditDay, AuditFilter, Item, Replace, SecretItem, Store, Tables, ToItem, WriteGuard, audit_partition_key,
-        new_lifetime, partition_key, record_key, schema,
+        AuditDay, AuditFilter, Count, Item, Replace, SecretItem, Store, Tables, ToItem, WriteGuard,
+        audit_partition_key, new_lifetime, partition_key, record_key, schema,
     };
 }

@@ -2,7 +2,7 @@
 //! or an error.
 
 use crate::error::{ApiError, Code};
-use crate::model::{Owner, Principal, TokenKind};
+use crate::model::{Access, Owner, Principal, TokenKind};
 
 fn admin_only() -> ApiError {
     ApiError::forbidden(
@@ -68,6 +68,17 @@ pub(crate) fn check_scope(p: &Principal, secret_scope: &[String]) -> Result<(), 
         Ok(())
     } else {
         Err(ApiError::forbidden(Code::InsufficientScope, "The token holds none of the scopes this secret requires."))
+    }
+}
+
+/// A use-only secret's value is never returned, to anyone: only the proxy uses it.
+pub(crate) fn check_readable(access: Access) -> Result<(), ApiError> {
+    match access {
+        Access::Readable => Ok(()),
+        Access::UseOnly => Err(ApiError::forbidden(
+            Code::UseOnly,
+            "This secret is use-only: its value is never returned. Call its upstream through /vault/proxy/{name}/... instead.",
+        )),
     }
 }
 

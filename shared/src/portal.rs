@@ -125,8 +125,20 @@ mod tests {
         assert!(!html.contains("<script>") && !html.contains("style=") && !html.contains("<style"));
         assert!(!html.contains(" onclick") && !html.contains(" onload") && !html.contains(" onsubmit"));
         for asset in [INDEX_HTML, APP_JS, APP_CSS] {
-            // (The SVG icon's xmlns is a namespace name, not a resource.)
-            assert!(!asset.contains("http://") && !asset.contains("https://"), "no external resource");
+            // Every absolute URL in the assets is text a person reads (the upstream field's placeholder and
+            // its error message), never something the page loads, links to or sends a form to.
+            let lower = asset.to_ascii_lowercase();
+            for (at, _) in lower.match_indices("http") {
+                if !(lower[at..].starts_with("http://") || lower[at..].starts_with("https://")) {
+                    continue;
+                }
+                let before = lower[..at].trim_end_matches(['"', '\'', '(', ' ', '`']);
+                for loader in ["src=", "href=", "action=", "url", "@import", "fetch", "srcset=", "xmlns="] {
+                    assert!(!before.ends_with(loader), "an external resource at {at}: {}", &asset[at..at + 30]);
+                }
+                let line = lower[..at].rsplit('\n').next().unwrap_or_default();
+                assert!(line.contains("placeholder=") || line.contains("must start with"), "{line}");
+            }
         }
         assert!(!APP_JS.contains("innerHTML") && !APP_JS.contains("eval("));
     }

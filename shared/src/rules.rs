@@ -6,6 +6,14 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::error::{ApiError, Code};
 
+mod upstream;
+
+pub(crate) use upstream::{
+    BaseUrl, VALUE_PLACEHOLDER, check_header_value, check_query, normalize_path, parse_base_url, path_allowed,
+    validate_limits, validate_upstream,
+};
+pub use upstream::{MAX_PROXY_BODY_BYTES, MAX_RATE_LIMIT, MAX_UPSTREAM_PATHS, MAX_URL_LEN, PROXY_METHODS};
+
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Largest secret value, in bytes of UTF-8.

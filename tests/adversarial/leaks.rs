@@ -1,5 +1,5 @@
 //! Leaks: everything the suites of this binary produced (every captured log line, every error body,
-//! every audit record) must hold no secret value, master key, organization or data key, HS256 secret or
+//! every body and header the proxy relayed, every audit record) must hold no secret value, master key, organization or data key, HS256 secret or
 //! bearer token. The suites hand over their stores and audit tables with [`keep`] before they end.
 
 use std::sync::Mutex;
@@ -70,14 +70,43 @@ fn data_key(master: &[u8], org: &str, salt: &[u8], item: &Item) -> Option<Vec<u8
         "app" => ("app", s(item, "clientId")),
         _ => ("user", unescape(s(item, "pk").rsplit_once("#user#")?.1)),
     };
+    let version: u8 = item.get("encVersion")?.as_n().ok()?.parse().ok()?;
     let mut aad = Vec::new();
     field(&mut aad, b"token-vault/data-key");
     field(&mut aad, s(item, "keyId").as_bytes());
-    field(&mut aad, &[1]);
+    field(&mut aad, &[version]);
     field(&mut aad, org.as_bytes());
     field(&mut aad, kind.as_bytes());
     field(&mut aad, id.as_bytes());
-    field(&mut aad, s(item, "sk").as_bytes());
+    field(&mut aad, s(item, "sk").split('#').next().unwrap_or("").as_bytes());
+    if version >= 2 {
+        // Format 2 binds the access mode and the upstream too (README, "Encryption").
+        field(&mut aad, if s(item, "access").is_empty() { b"readable" } else { b"use-only" });
+        match item.get("upstream").and_then(|u| u.as_s().ok()) {
+            None => field(&mut aad, b"no-upstream"),
+            Some(json) => {
+                let up: serde_json::Value = serde_json::from_str(json).ok()?;
+                let text = |k: &str| up[k].as_str().unwrap_or("").as_bytes().to_vec();
+                field(&mut aad, b"upstream");
+                field(&mut aad, &text("baseUrl"));
+                if up.get("query").is_some() {
+                    field(&mut aad, b"query");
+                    field(&mut aad, &text("query"));
+                } else {
+                    field(&mut aad, b"header");
+                    field(&mut aad, &text("header"));
+                    field(&mut aad, &text("template"));
+                }
+                for list in ["methods", "paths"] {
+                    let entries = up[list].as_array().cloned().unwrap_or_default();
+                    field(&mut aad, &(entries.len() as u64).to_be_bytes());
+                    for e in entries {
+                        field(&mut aad, e.as_str().unwrap_or("").as_bytes());
+                    }
+                }
+            }
+        }
+    }
     let (nonce, body) = wrapped.split_at(12);
     Aes256Gcm::new((&key).into()).decrypt(Nonce::from_slice(nonce), Payload { msg: body, aad: &aad }).ok()
 }
@@ -139,8 +168,12 @@ pub async fn nothing_secret_in_logs_bodies_or_audit() {
         forbidden.push(("a bearer token".into(), tok));
     }
 
+    let proxied = proxied_bodies();
     let mut found = Vec::new();
     for (what, needle) in &forbidden {
+        if proxied.iter().any(|b| b.contains(needle.as_str())) {
+            found.push(format!("{what} in a body or header the proxy relayed"));
+        }
         if logs.contains(needle.as_str()) {
             found.push(format!("{what} in a log line"));
         }

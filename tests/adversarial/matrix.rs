@@ -171,6 +171,7 @@ const CRYPTO_VICTIMS: &[&str] = &[
     "c-swap-4",
     "c-keyid",
     "c-version",
+    "c-version-3",
 ];
 
 /// A vault with the fixture every row starts from, and the other vaults rows may be sent to.
@@ -761,6 +762,7 @@ pub async fn isolation() {
                 "c-tag",
                 "c-trunc",
                 "c-version",
+                "c-version-3",
                 "c-wrap",
                 "only-a",
                 "scoped",
@@ -1386,12 +1388,21 @@ pub async fn crypto() {
                 value: AttributeValue::S("mk-000000000000".into()),
             })
             .integrity(ORG_A),
+        // Format 1 binds no access mode or upstream: a format-2 envelope relabelled as 1 fails to open.
         Row::new("format version changed", get_a("c-version"), 500, "integrity_error")
             .tamper(Tamper::Set {
                 pk: pk.clone(),
                 name: "c-version",
                 attr: "encVersion",
-                value: AttributeValue::N("2".into()),
+                value: AttributeValue::N("1".into()),
+            })
+            .integrity(ORG_A),
+        Row::new("format version unknown", get_a("c-version-3"), 500, "integrity_error")
+            .tamper(Tamper::Set {
+                pk: pk.clone(),
+                name: "c-version-3",
+                attr: "encVersion",
+                value: AttributeValue::N("3".into()),
             })
             .integrity(ORG_A),
         Row::new("vault started with a different master key", get_a("only-a"), 500, "integrity_error")

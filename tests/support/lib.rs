@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod proxy;
+pub mod upstream;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -79,6 +80,17 @@ pub async fn serve_raw(response: Option<String>) -> (String, Arc<std::sync::atom
 /// Every response body the vault sent during this test binary (for the leak checks).
 pub fn recorded_bodies() -> Vec<String> {
     body_buffer().lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// Every part of a body the proxy relayed during this test binary (for the leak checks: the value it
+/// injects must never come back).
+pub fn proxied_bodies() -> Vec<String> {
+    proxied_buffer().lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+fn proxied_buffer() -> &'static Mutex<Vec<String>> {
+    static BUF: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
+    BUF.get_or_init(|| Mutex::new(Vec::new()))
 }
 
 fn body_buffer() -> &'static Mutex<Vec<String>> {
@@ -260,6 +272,16 @@ impl Call {
     /// The API Gateway HTTP API (payload v2) event for this request.
     pub fn event(&self) -> Value {
         let (_, route, name) = self.route();
+        self.event_for(&format!("{} {route}", self.method), name.filter(|_| self.path_params))
+    }
+
+    /// The event a Lambda function URL sends for this request (payload v2, route `$default`, no path
+    /// parameters): the proxy's.
+    pub fn function_url_event(&self) -> Value {
+        self.event_for("$default", None)
+    }
+
+    fn event_for(&self, route_key: &str, name: Option<String>) -> Value {
         let mut headers = serde_json::Map::new();
         for (k, v) in &self.headers {
             // API Gateway joins repeated headers with commas.
@@ -283,7 +305,7 @@ impl Call {
             self.query.iter().map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v))).collect();
         let mut event = json!({
             "version": "2.0",
-            "routeKey": format!("{} {route}", self.method),
+            "routeKey": route_key,
             "rawPath": self.path,
             "rawQueryString": raw_query.join("&"),
             "headers": headers,
@@ -291,7 +313,7 @@ impl Call {
                 "accountId": "123456789012", "apiId": "test", "domainName": "vault.test", "domainPrefix": "vault",
                 "http": {"method": self.method, "path": self.path, "protocol": "HTTP/1.1",
                          "sourceIp": "203.0.113.7", "userAgent": headers.get("user-agent").cloned().unwrap_or(Value::Null)},
-                "requestId": format!("req-{}", rand_id()), "routeKey": format!("{} {route}", self.method),
+                "requestId": format!("req-{}", rand_id()), "routeKey": route_key,
                 "stage": "$default", "time": "28/Nov/2026:12:00:00 +0000", "timeEpoch": 0
             },
             "isBase64Encoded": false
@@ -299,7 +321,7 @@ impl Call {
         if !query.is_empty() {
             event["queryStringParameters"] = Value::Object(query);
         }
-        if let Some(name) = name.filter(|_| self.path_params) {
+        if let Some(name) = name {
             event["pathParameters"] = json!({"name": self.path_param.as_deref().unwrap_or(&name)});
         }
         if let Some(body) = &self.body {
@@ -491,6 +513,71 @@ pub async fn send_to(vault: &Vault, call: Call) -> Reply {
     let json = serde_json::from_str(&body).unwrap_or(Value::Null);
     body_buffer().lock().unwrap_or_else(|e| e.into_inner()).push(body.clone());
     Reply { status, headers, body, json }
+}
+
+/// A proxy over this vault's server with the test configuration, `overrides` and `options` (loopback
+/// upstreams allowed unless the overrides say otherwise).
+pub async fn proxy_over(
+    client: &Client,
+    overrides: &[(&str, &str)],
+    options: token_vault::ProxyOptions,
+) -> token_vault::Proxy {
+    let mut all = vec![("VAULT_PROXY_ALLOW_LOOPBACK", "true")];
+    all.extend_from_slice(overrides);
+    let vault = Vault::new(config(&all), client.clone()).await.expect("vault builds");
+    token_vault::Proxy::new(vault, options).expect("proxy builds")
+}
+
+/// An answer of the proxy, its body not read yet.
+#[derive(Debug)]
+pub struct ProxyReply {
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    pub body: token_vault::ProxyBody,
+}
+
+impl ProxyReply {
+    /// The next part of the body as it arrives (`None` at its end).
+    pub async fn next_chunk(&mut self) -> Option<Vec<u8>> {
+        use http_body_util::BodyExt;
+        loop {
+            let frame = self.body.frame().await?.ok()?;
+            if let Ok(data) = frame.into_data() {
+                let data = data.to_vec();
+                body_buffer()
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(String::from_utf8_lossy(&data).into_owned());
+                return Some(data);
+            }
+        }
+    }
+
+    /// The whole body, as text.
+    pub async fn text(mut self) -> String {
+        let mut all = Vec::new();
+        while let Some(chunk) = self.next_chunk().await {
+            all.extend(chunk);
+        }
+        String::from_utf8_lossy(&all).into_owned()
+    }
+
+    /// The whole body, as JSON (`Null` if it is not).
+    pub async fn json(self) -> Value {
+        serde_json::from_str(&self.text().await).unwrap_or(Value::Null)
+    }
+}
+
+/// Sends `call` (a path under `/vault/proxy/`) through the proxy's real handler, as a function URL
+/// would.
+pub async fn send_proxy(proxy: &token_vault::Proxy, call: Call) -> ProxyReply {
+    let req = lambda_http::request::from_str(&call.function_url_event().to_string()).expect("event parses");
+    let resp = token_vault::handle_proxy(proxy, req).await;
+    let status = resp.status().as_u16();
+    let headers: HashMap<String, String> =
+        resp.headers().iter().map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned())).collect();
+    proxied_buffer().lock().unwrap_or_else(|e| e.into_inner()).push(format!("{headers:?}"));
+    ProxyReply { status, headers, body: resp.into_body() }
 }
 
 pub fn s(item: &Item, key: &str) -> String {

@@ -96,6 +96,36 @@ pub struct Config {
     pub audit_timeout: Duration,
     /// `VAULT_REQUEST_TIMEOUT_MS`: the overall deadline of one request.
     pub request_timeout: Duration,
+    /// The proxy's settings (and, for every writer, whether loopback upstreams may be written).
+    pub proxy: ProxySettings,
+}
+
+/// How the proxy calls upstreams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxySettings {
+    /// `VAULT_PROXY_ALLOW_LOOPBACK=true`: the local-development switch. Upstreams on loopback
+    /// (`localhost`, `127.0.0.0/8`, `[::1]`, and plain `http://` to them) may then be written and called;
+    /// private, link-local and metadata addresses stay refused. Refused with a KMS-sealed key ring.
+    pub allow_loopback: bool,
+    /// `VAULT_PROXY_FIRST_BYTE_TIMEOUT_MS`: from sending the request to the upstream's response head
+    /// (a non-streamed completion may take minutes).
+    pub first_byte_timeout: Duration,
+    /// `VAULT_PROXY_IDLE_TIMEOUT_MS`: longest pause between two parts of the upstream's body.
+    pub idle_timeout: Duration,
+    /// `VAULT_PROXY_MAX_DURATION_MS`: the longest one proxied call lasts, streaming included (below the
+    /// function's 15-minute timeout).
+    pub max_duration: Duration,
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        Self {
+            allow_loopback: false,
+            first_byte_timeout: Duration::from_secs(300),
+            idle_timeout: Duration::from_secs(120),
+            max_duration: Duration::from_secs(870),
+        }
+    }
 }
 
 /// A configuration problem, named precisely enough to fix from one log line. Never holds a secret.
@@ -201,6 +231,34 @@ impl Config {
             number("VAULT_REQUEST_TIMEOUT_MS", 100..=60_000, "milliseconds", " (keep it below the Lambda timeout)")?
                 .map_or(DEFAULT_REQUEST_TIMEOUT, Duration::from_millis);
 
+        let defaults = ProxySettings::default();
+        let proxy_time = |name: &'static str, default: Duration| {
+            number(name, 100..=900_000, "milliseconds", " (at most the proxy's 15-minute Lambda timeout)")
+                .map(|v| v.map_or(default, Duration::from_millis))
+        };
+        let allow_loopback = match get("VAULT_PROXY_ALLOW_LOOPBACK").as_deref() {
+            None | Some("false") => false,
+            Some("true") if sealed.is_some() => {
+                return Err(ConfigError::Invalid {
+                    name: "VAULT_PROXY_ALLOW_LOOPBACK",
+                    why: "the loopback switch is for local stacks only; a stack with a KMS-sealed key ring never calls loopback upstreams".into(),
+                });
+            }
+            Some("true") => true,
+            Some(_) => {
+                return Err(ConfigError::Invalid {
+                    name: "VAULT_PROXY_ALLOW_LOOPBACK",
+                    why: "must be true or false".into(),
+                });
+            }
+        };
+        let proxy = ProxySettings {
+            allow_loopback,
+            first_byte_timeout: proxy_time("VAULT_PROXY_FIRST_BYTE_TIMEOUT_MS", defaults.first_byte_timeout)?,
+            idle_timeout: proxy_time("VAULT_PROXY_IDLE_TIMEOUT_MS", defaults.idle_timeout)?,
+            max_duration: proxy_time("VAULT_PROXY_MAX_DURATION_MS", defaults.max_duration)?,
+        };
+
         let audience = get("VAULT_JWT_AUDIENCE").unwrap_or_else(|| DEFAULT_AUDIENCE.into());
         let profile = match get("VAULT_IDP_PROFILE") {
             Some(name) => IdpProfile::parse(&name).ok_or_else(|| ConfigError::Invalid {
@@ -233,6 +291,7 @@ impl Config {
             audit_retention_days,
             audit_timeout,
             request_timeout,
+            proxy,
         })
     }
 

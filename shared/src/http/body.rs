@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::error::{ApiError, Code};
 use crate::rules;
 
-pub(super) const PUT_FIELDS: &str = "name, value, scope, expiresAt, clientId";
+pub(super) const PUT_FIELDS: &str = "name, value, scope, expiresAt, access, upstream, limits, clientId";
 
 /// For an optional field that may be left out but not sent as `null`.
 pub(super) fn not_null<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
@@ -44,7 +44,11 @@ bodies! {
     /// `POST /vault/secrets/{name}/rollback`.
     RollbackBody { version: u64; [] }
     /// `POST /vault/secrets`.
-    PutBody { name: String, value: SecretString; [scope: Vec<String>], expires_at }
+    PutBody {
+        name: String, value: SecretString;
+        [scope: Vec<String>, access: String, upstream: crate::model::UpstreamWire, limits: crate::model::Limits],
+        expires_at
+    }
 }
 
 pub(super) fn body_bytes(req: &Request) -> &[u8] {

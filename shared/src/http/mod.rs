@@ -22,7 +22,8 @@ use crate::service::{PutAction, Vault};
 use request::{Parsed, parse};
 use response::{EventView, batch_response, json_response, list_body, secret_response, with_etag};
 
-pub(crate) use response::error_response;
+pub(crate) use request::raw_path;
+pub(crate) use response::{error_json, error_response};
 
 /// The operations, one per Lambda function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,7 +177,8 @@ pub fn validate_request(op: Operation, req: &Request) -> Result<(), ApiError> {
     parse(op, req).map(|_| ())
 }
 
-fn request_meta(req: &Request) -> RequestMeta {
+/// Who sent a request, as API Gateway (or a function URL) reports it.
+pub(crate) fn request_meta(req: &Request) -> RequestMeta {
     let header = |name: header::HeaderName| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let mut meta = RequestMeta { user_agent: header(header::USER_AGENT), ..RequestMeta::default() };
     if let Some(RequestContext::ApiGatewayV2(ctx)) = req.request_context_ref() {

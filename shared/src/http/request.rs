@@ -10,7 +10,7 @@ use super::Operation;
 use super::body::{BatchGetBody, PUT_FIELDS, PutBody, RollbackBody, json_body};
 use super::cursor::{decode_audit_cursor, decode_cursor};
 use crate::error::{ApiError, Code};
-use crate::model::EventKind;
+use crate::model::{Access, EventKind, Injection};
 use crate::rules::{self, DEFAULT_AUDIT_RANGE_DAYS, id_rule, is_valid_id, validate_client_id, validate_name};
 use crate::service::{AuditQuery, Cursor, ListTarget, Precondition, PutSecret};
 use crate::store::AuditFilter;
@@ -108,7 +108,7 @@ pub(super) const ROLLBACK_SUFFIX: &str = "/rollback";
 pub(super) const AUDIT_SUFFIX: &str = "/audit";
 
 /// The raw request path (API Gateway's `rawPath`, else the URI's).
-pub(super) fn raw_path(req: &Request) -> &str {
+pub(crate) fn raw_path(req: &Request) -> &str {
     let path = req.raw_http_path();
     if path.is_empty() { req.uri().path() } else { path }
 }
@@ -261,7 +261,42 @@ pub(super) fn parse_put(req: &Request) -> Result<PutSecret, ApiError> {
     if let Some(c) = &body.client_id {
         validate_client_id(c)?;
     }
-    Ok(PutSecret { name: body.name, value: body.value, scope, expires_at, client_id: body.client_id })
+    let access = match body.access.as_deref() {
+        None => Access::Readable,
+        Some(text) => Access::parse(text).ok_or_else(|| {
+            ApiError::bad_request(Code::InvalidAccess, "access is readable (the default) or use-only.")
+        })?,
+    };
+    let upstream = body.upstream.map(rules::validate_upstream).transpose()?.map(|(up, _)| up);
+    let limits = rules::validate_limits(body.limits.unwrap_or_default())?;
+    match &upstream {
+        None if access == Access::UseOnly => {
+            return Err(ApiError::bad_request(
+                Code::InvalidAccess,
+                "A use-only secret needs an upstream: the one place the proxy may send its value.",
+            ));
+        }
+        None if !limits.is_none() => {
+            return Err(ApiError::bad_request(
+                Code::InvalidLimits,
+                "limits count uses through the proxy, so they need an upstream.",
+            ));
+        }
+        Some(up) if matches!(up.inject, Injection::Header { .. }) => {
+            rules::check_header_value(body.value.expose_secret().as_bytes())?;
+        }
+        _ => {}
+    }
+    Ok(PutSecret {
+        name: body.name,
+        value: body.value,
+        scope,
+        expires_at,
+        client_id: body.client_id,
+        access,
+        upstream,
+        limits,
+    })
 }
 
 /// Reads the time range, filters and paging of an audit query.

@@ -11,7 +11,7 @@ use time::format_description::well_known::Rfc3339;
 use super::Operation;
 use super::cursor::encode_cursor;
 use crate::error::ApiError;
-use crate::model::Owner;
+use crate::model::{Limits, Owner, UpstreamWire};
 use crate::service::{BatchRead, ListPage, SecretWithValue};
 use crate::store::{Item, SecretItem};
 
@@ -44,6 +44,11 @@ pub(super) struct Metadata<'a> {
     ownership: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     client_id: Option<&'a str>,
+    access: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upstream: Option<UpstreamWire>,
+    #[serde(skip_serializing_if = "Limits::is_none")]
+    limits: Limits,
 }
 
 pub(super) fn metadata(item: &SecretItem) -> Metadata<'_> {
@@ -59,6 +64,9 @@ pub(super) fn metadata(item: &SecretItem) -> Metadata<'_> {
             Owner::App { client_id } => Some(client_id),
             Owner::User { .. } => None,
         },
+        access: item.access.as_str(),
+        upstream: item.upstream.as_ref().map(crate::model::Upstream::to_wire),
+        limits: item.limits,
     }
 }
 
@@ -150,9 +158,15 @@ pub(crate) fn error_response(e: &ApiError, op: Operation) -> Response<Body> {
 
 /// An error's status and envelope.
 pub(super) fn error_envelope(e: &ApiError) -> Response<Body> {
+    let (status, body) = error_json(e);
+    response(status, body)
+}
+
+/// An error's status and its envelope's text, `{"success":false,"error":{"code","message"}}`.
+pub(crate) fn error_json(e: &ApiError) -> (StatusCode, String) {
     let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = json!({"success": false, "error": {"code": e.code().as_str(), "message": e.public_message()}});
-    response(status, body.to_string())
+    (status, body.to_string())
 }
 
 /// An audit item as the API shows it, borrowed from the item (serialized without copying). Items hold

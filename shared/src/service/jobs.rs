@@ -303,7 +303,7 @@ impl Vault {
             return Ok(());
         }
         // A retained version (`<name>#v<n>`) is sealed for its secret's name.
-        let binding = Binding { org_id, owner, name: base_name(name) };
+        let binding = Binding::new(org_id, owner, base_name(name)).with_usage(item.access, item.upstream.as_ref());
         let moved = async {
             let old = self.org_key(org_id, Some(&envelope.key_id), false).await?;
             let new = self.org_key(org_id, None, false).await?;

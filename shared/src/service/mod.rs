@@ -6,6 +6,7 @@
 mod audit;
 mod jobs;
 mod read;
+mod usage;
 mod write;
 
 use std::collections::HashMap;
@@ -18,7 +19,7 @@ use time::format_description::well_known::Rfc3339;
 use tokio::sync::RwLock;
 
 use crate::auth::TokenVerifier;
-use crate::config::Config;
+use crate::config::{Config, ProxySettings};
 use crate::crypto::{Binding, IntegrityError, Keyring, OrgKey, random_salt};
 use crate::error::ApiError;
 use crate::model::{AuditEvent, EventKind, Owner, Principal, RequestMeta};
@@ -29,6 +30,7 @@ use crate::store::{SecretItem, Store, Tables, ToItem, record_key, version_key};
 pub(crate) use audit::{AuditCursor, AuditQuery};
 pub use jobs::{RewrapOptions, RewrapReport, ShredReport};
 pub(crate) use read::{BatchRead, Cursor, ListPage, ListTarget, SecretWithValue};
+pub(crate) use usage::{Usable, UseRequest};
 pub(crate) use write::{Precondition, PutAction, PutSecret};
 
 /// Organization keys kept per warm container.
@@ -52,6 +54,7 @@ pub struct Vault {
     pub(crate) audit_retention_days: u32,
     audit_timeout: Duration,
     request_timeout: Duration,
+    proxy: ProxySettings,
 }
 
 impl std::fmt::Debug for Vault {
@@ -81,6 +84,7 @@ impl Vault {
             audit_retention_days: config.audit_retention_days,
             audit_timeout: config.audit_timeout,
             request_timeout: config.request_timeout,
+            proxy: config.proxy,
         })
     }
 
@@ -92,6 +96,23 @@ impl Vault {
     /// The overall deadline of one request (`VAULT_REQUEST_TIMEOUT_MS`).
     pub fn request_timeout(&self) -> Duration {
         self.request_timeout
+    }
+
+    /// How the proxy calls upstreams.
+    pub fn proxy_settings(&self) -> ProxySettings {
+        self.proxy
+    }
+
+    /// Refuses an upstream on loopback unless the local-development switch allows it.
+    fn check_upstream_host(&self, upstream: &crate::model::Upstream) -> Result<(), ApiError> {
+        let base = crate::rules::parse_base_url(&upstream.base_url)?;
+        if base.loopback && !self.proxy.allow_loopback {
+            return Err(ApiError::bad_request(
+                crate::error::Code::InvalidUpstream,
+                "upstream: baseUrl names a loopback host, which only a local stack (VAULT_PROXY_ALLOW_LOOPBACK=true) calls",
+            ));
+        }
+        Ok(())
     }
 
     /// Verifies a bearer token (the raw `Authorization` header value).
@@ -223,6 +244,15 @@ impl Vault {
         Ok(())
     }
 
+    /// Refuses (and audits) a read of a use-only secret.
+    async fn check_readable(&self, p: &Principal, meta: &RequestMeta, item: &SecretItem) -> Result<(), ApiError> {
+        if let Err(e) = policy::check_readable(item.access) {
+            self.record_failure(EventKind::AccessDenied, p, meta, &item.name, Some(&item.owner), &e).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
     /// Waits, within the audit timeout, for the audit write that must succeed before the request may
     /// (fail closed: no value leaves without its event stored).
     async fn audit_first(&self, write: impl Future<Output = Result<(), ApiError>>) -> Result<(), ApiError> {
@@ -234,7 +264,7 @@ impl Vault {
 
     async fn open(&self, p: &Principal, meta: &RequestMeta, item: &SecretItem) -> Result<SecretString, ApiError> {
         let envelope = item.envelope.as_ref().ok_or_else(|| ApiError::internal("secret read without its envelope"))?;
-        let binding = Binding { org_id: &p.org_id, owner: &item.owner, name: &item.name };
+        let binding = Binding::new(&p.org_id, &item.owner, &item.name).with_usage(item.access, item.upstream.as_ref());
         let attempt = |key: Arc<OrgKey>| key.open(binding, envelope).map_err(|e| ApiError::Integrity(Box::new(e)));
         let mut opened = self.org_key(&p.org_id, Some(&envelope.key_id), false).await.and_then(attempt);
         if opened.is_err() && self.forget_if_cached(&p.org_id, &envelope.key_id).await {

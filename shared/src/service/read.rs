@@ -56,6 +56,29 @@ pub struct ListPage {
 }
 
 impl Vault {
+    /// The live secret `name` of the first of `owners` (most specific first) that has one, both read
+    /// at once.
+    pub(super) async fn live_secret(
+        &self,
+        p: &Principal,
+        owners: &[Owner],
+        name: &str,
+    ) -> Result<SecretItem, ApiError> {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let candidates = match owners {
+            [only] => vec![self.store.get_secret(&p.org_id, only, name).await?],
+            [first, second] => {
+                let (a, b) = tokio::try_join!(
+                    self.store.get_secret(&p.org_id, first, name),
+                    self.store.get_secret(&p.org_id, second, name)
+                )?;
+                vec![a, b]
+            }
+            _ => return Err(ApiError::internal("unexpected number of read owners")),
+        };
+        candidates.into_iter().flatten().find(|s| !s.is_expired(now)).ok_or(ApiError::NotFound)
+    }
+
     /// Reads a secret's value (the current version, or a retained earlier one): the caller's own,
     /// else its client's app-level one.
     pub async fn get_secret(
@@ -67,26 +90,17 @@ impl Vault {
         version: Option<u64>,
     ) -> Result<SecretWithValue, ApiError> {
         let owners = self.allowed(policy::read_owners(p, client_id), p, meta, name).await?;
-        let now = OffsetDateTime::now_utc().unix_timestamp();
-        let candidates = match owners.as_slice() {
-            [only] => vec![self.store.get_secret(&p.org_id, only, name).await?],
-            [first, second] => {
-                let (a, b) = tokio::try_join!(
-                    self.store.get_secret(&p.org_id, first, name),
-                    self.store.get_secret(&p.org_id, second, name)
-                )?;
-                vec![a, b]
-            }
-            _ => return Err(ApiError::internal("unexpected number of read owners")),
-        };
-        let current = candidates.into_iter().flatten().find(|s| !s.is_expired(now)).ok_or(ApiError::NotFound)?;
+        let current = self.live_secret(p, &owners, name).await?;
         self.check_scope(p, meta, &current).await?;
+        // A use-only secret returns no value, from any of its versions.
+        self.check_readable(p, meta, &current).await?;
         let item = match version {
             None => current,
             Some(v) if v == current.version => current,
             Some(v) => {
                 let old = self.retained_version(p, &current, v).await?;
                 self.check_scope(p, meta, &old).await?;
+                self.check_readable(p, meta, &old).await?;
                 old
             }
         };
@@ -126,7 +140,7 @@ impl Vault {
                 read.errors.push((name.clone(), ApiError::NotFound));
                 continue;
             };
-            if let Err(e) = policy::check_scope(p, &item.scope) {
+            if let Err(e) = policy::check_scope(p, &item.scope).and_then(|()| policy::check_readable(item.access)) {
                 audits.push(
                     Self::event(EventKind::AccessDenied, p, meta, name, Some(&item.owner), e.code().as_str())
                         .to_item(now, self.audit_retention_days),

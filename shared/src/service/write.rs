@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use super::{Vault, now_rfc3339};
 use crate::crypto::{Binding, OrgKey};
 use crate::error::ApiError;
-use crate::model::{EventKind, Owner, Principal, RequestMeta};
+use crate::model::{Access, EventKind, Limits, Owner, Principal, RequestMeta, Upstream};
 use crate::policy;
 use crate::rules::RETAINED_VERSIONS;
 use crate::store::{Replace, SecretItem, ToItem, Write, WriteGuard, new_lifetime};
@@ -29,6 +29,12 @@ pub struct PutSecret {
     /// Expiry, epoch seconds, already checked to be in the future.
     pub expires_at: Option<i64>,
     pub client_id: Option<String>,
+    /// Readable, or use-only (then `upstream` is set).
+    pub access: Access,
+    /// Where the proxy may send the value.
+    pub upstream: Option<Upstream>,
+    /// Limits on uses through the proxy (only with an upstream).
+    pub limits: Limits,
 }
 
 /// What a create-or-update did.
@@ -103,6 +109,9 @@ struct Draft<'a> {
     value: &'a [u8],
     scope: Vec<String>,
     expires_at: Option<i64>,
+    access: Access,
+    upstream: Option<&'a Upstream>,
+    limits: Limits,
     /// The event of an update (`updated`, or `rolled_back`) and its detail before `version=`.
     kind: EventKind,
     detail: String,
@@ -130,6 +139,9 @@ impl Draft<'_> {
             lifetime: Some(lifetime),
             fence: None,
             recorded: false,
+            access: self.access,
+            upstream: self.upstream.cloned(),
+            limits: self.limits,
         }
     }
 }
@@ -144,12 +156,18 @@ impl Vault {
         pre: &Precondition,
     ) -> Result<(PutAction, u64), ApiError> {
         let owner = self.allowed(policy::mutation_owner(p, input.client_id.as_deref()), p, meta, &input.name).await?;
+        if let Some(up) = &input.upstream {
+            self.check_upstream_host(up)?;
+        }
         let draft = Draft {
             owner: &owner,
             name: &input.name,
             value: input.value.expose_secret().as_bytes(),
             scope: input.scope.clone(),
             expires_at: input.expires_at,
+            access: input.access,
+            upstream: input.upstream.as_ref(),
+            limits: input.limits,
             kind: EventKind::Updated,
             detail: String::new(),
         };
@@ -179,7 +197,7 @@ impl Vault {
     ) -> Result<(PutAction, u64), ApiError> {
         let must_exist = current.is_some();
         let exact = matches!(pre, Precondition::Version(_));
-        let binding = Binding { org_id: &p.org_id, owner: draft.owner, name: draft.name };
+        let binding = Binding::new(&p.org_id, draft.owner, draft.name).with_usage(draft.access, draft.upstream);
         let seal = |key: &OrgKey| key.seal(binding, draft.value).map_err(ApiError::internal);
         let mut key = self.org_key(&p.org_id, None, true).await?;
         let mut envelope = seal(&key)?;
@@ -310,8 +328,9 @@ impl Vault {
         }
     }
 
-    /// Restores retained version `version` of a live secret (value and scope; the expiry stays) as its
-    /// new current version. Returns the new version.
+    /// Restores retained version `version` of a live secret (value, scope, access mode, upstream and
+    /// limits: the value goes back with the upstream it was written for; the expiry stays) as its new
+    /// current version. Returns the new version.
     pub async fn rollback_secret(
         &self,
         meta: &RequestMeta,
@@ -338,6 +357,9 @@ impl Vault {
             value: value.expose_secret().as_bytes(),
             scope: source.scope.clone(),
             expires_at: current.expires_at,
+            access: source.access,
+            upstream: source.upstream.as_ref(),
+            limits: source.limits,
             kind: EventKind::RolledBack,
             detail: format!("fromVersion={version} "),
         };

@@ -10,7 +10,7 @@ use time::format_description::well_known::Rfc3339;
 use super::keys::{audit_partition_key, escape, event_id, org_sort_key, partition_key, record_key, schema};
 use crate::crypto::Envelope;
 use crate::error::ApiError;
-use crate::model::{AuditEvent, Owner};
+use crate::model::{Access, AuditEvent, Limits, Owner, Upstream};
 
 pub type Item = HashMap<String, AttributeValue>;
 
@@ -38,6 +38,12 @@ pub struct SecretItem {
     /// On a current item: whether its version also has its record already (written by writers that
     /// raced, which cannot know the version they replace). Otherwise the next write archives it.
     pub recorded: bool,
+    /// Readable, or use-only (through the proxy alone).
+    pub access: Access,
+    /// Where the proxy may send the value.
+    pub upstream: Option<Upstream>,
+    /// Limits on uses through the proxy.
+    pub limits: Limits,
 }
 
 impl SecretItem {
@@ -116,6 +122,19 @@ pub(super) fn secret_item(org_id: &str, secret: &SecretItem, record: Option<u64>
     if let Some(lifetime) = &secret.lifetime {
         item.insert(schema::LIFETIME.into(), s(lifetime));
     }
+    if secret.access != Access::Readable {
+        item.insert(schema::ACCESS.into(), s(secret.access.as_str()));
+    }
+    if let Some(up) = &secret.upstream {
+        let json = serde_json::to_string(&up.to_wire()).map_err(ApiError::internal)?;
+        item.insert(schema::UPSTREAM.into(), s(json));
+    }
+    if let Some(n) = secret.limits.per_minute {
+        item.insert(schema::PER_MINUTE.into(), self::n(n));
+    }
+    if let Some(n) = secret.limits.per_day {
+        item.insert(schema::PER_DAY.into(), self::n(n));
+    }
     insert_envelope(&mut item, env);
     Ok(item)
 }
@@ -159,6 +178,21 @@ pub(super) fn secret_from_item(owner: &Owner, item: &Item, with_envelope: bool) 
         lifetime: item.get(schema::LIFETIME).and_then(|v| v.as_s().ok()).cloned(),
         fence: get_n(item, schema::FENCE)?,
         recorded: item.get(schema::RECORDED).and_then(|v| v.as_bool().ok()).copied().unwrap_or(false),
+        access: match item.get(schema::ACCESS) {
+            None => Access::Readable,
+            Some(v) => v.as_s().ok().and_then(|a| Access::parse(a)).ok_or_else(|| malformed("access"))?,
+        },
+        upstream: match item.get(schema::UPSTREAM) {
+            None => None,
+            Some(v) => Some(
+                v.as_s()
+                    .ok()
+                    .and_then(|json| serde_json::from_str(json).ok())
+                    .and_then(Upstream::from_stored)
+                    .ok_or_else(|| malformed("upstream"))?,
+            ),
+        },
+        limits: Limits { per_minute: get_n(item, schema::PER_MINUTE)?, per_day: get_n(item, schema::PER_DAY)? },
     })
 }
 

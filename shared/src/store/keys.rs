@@ -31,6 +31,13 @@ pub mod schema {
     pub const LIFETIME: &str = "lifetime";
     pub const FENCE: &str = "fence";
     pub const RECORDED: &str = "recorded";
+    /// `use-only` on a secret that can only be used through the proxy (absent: readable).
+    pub const ACCESS: &str = "access";
+    /// The upstream a secret's value may be sent to, as JSON (`UpstreamWire`).
+    pub const UPSTREAM: &str = "upstream";
+    /// Per-secret limits of uses through the proxy.
+    pub const PER_MINUTE: &str = "perMinute";
+    pub const PER_DAY: &str = "perDay";
     pub const SALT: &str = "salt";
     pub const ACTIVE_KEY_ID: &str = "activeKeyId";
     pub const LAST_ORG: &str = "lastOrg";
@@ -51,8 +58,10 @@ pub mod schema {
     /// version lives and dies with its secret, whose current item governs whether it can be read).
     pub const EXPIRED_AT: &str = "expiredAt";
     /// Non-key attributes the `by-org` index projects: metadata only, never ciphertext.
-    pub const ORG_INDEX_PROJECTION: &[&str] =
-        &[OWNERSHIP, CLIENT_ID, NAME, SCOPE, TTL, CREATED_AT, UPDATED_AT, VERSION, KEY_ID, VERSION_OF];
+    pub const ORG_INDEX_PROJECTION: &[&str] = &[
+        OWNERSHIP, CLIENT_ID, NAME, SCOPE, TTL, CREATED_AT, UPDATED_AT, VERSION, KEY_ID, VERSION_OF, ACCESS, UPSTREAM,
+        PER_MINUTE, PER_DAY,
+    ];
     /// Set on a retained earlier version of a secret (to the secret's name); listings skip such items.
     pub const VERSION_OF: &str = "versionOf";
     /// The number a secret's version sequence has handed out last (on its item in the audit table).
@@ -90,6 +99,12 @@ pub fn record_key(name: &str, version: u64) -> String {
 /// and `<name>#<lifetime>`. (Audit partitions are `<escaped org>#<day>`, with a single `#`.)
 pub(super) fn sequence_key(org_id: &str, owner: &Owner, name: &str, lifetime: &str) -> (String, String) {
     (format!("seq#{}", partition_key(org_id, owner)), format!("{name}#{lifetime}"))
+}
+
+/// The audit-table key of one secret's use counter for one UTC day: `rate#<secret partition>#<name>` and
+/// the day. The item counts the day's uses (`d`) and each minute's (`m<minute of the day>`).
+pub(super) fn counter_key(org_id: &str, owner: &Owner, name: &str, day: time::Date) -> (String, String) {
+    (format!("rate#{}#{name}", partition_key(org_id, owner)), day_key(day))
 }
 
 /// A fresh lifetime id.

@@ -1,7 +1,7 @@
 //! DynamoDB: item layout, key encoding and every read and write. Reads are GetItem or Query, never Scan.
 //! Rooms: [`keys`] (every key and attribute name), [`codec`] (items to and from values), [`reads`],
-//! [`writes`] (with [`tx`], the transactions they are built from), [`audit`] and [`orgs`] (salts, the
-//! organization registry, the operator jobs' walks and checkpoint).
+//! [`writes`] (with [`tx`], the transactions they are built from), [`audit`], [`limits`] (per-secret use
+//! counters) and [`orgs`] (salts, the organization registry, the operator jobs' walks and checkpoint).
 //!
 //! Secrets table (`pk`, `sk`):
 //! - a secret: `pk = org#<org>#app#<client>` or `org#<org>#user#<user>`, `sk = <name>`;
@@ -17,6 +17,7 @@
 mod audit;
 mod codec;
 mod keys;
+mod limits;
 mod orgs;
 mod reads;
 mod tx;
@@ -30,6 +31,7 @@ use crate::error::ApiError;
 use codec::item_key;
 
 pub use audit::{AuditDay, AuditFilter};
+pub use limits::Count;
 
 pub use codec::{Item, SecretItem, ToItem};
 pub use keys::{audit_partition_key, new_lifetime, partition_key, record_key, schema};

@@ -166,7 +166,11 @@ impl Store {
                 })
                 .set_expression_attribute_values(sk_prefix.map(|p| HashMap::from([(":prefix".to_owned(), s(p))])))
                 .filter_expression("attribute_not_exists(versionOf) AND (attribute_not_exists(#ttl) OR #ttl > :now)")
-                .projection_expression("sk, clientId, #scope, #ttl, createdAt, updatedAt, version")
+                .projection_expression(
+                    "sk, clientId, #scope, #ttl, createdAt, updatedAt, version, #access, #upstream, perMinute, perDay",
+                )
+                .expression_attribute_names("#access", schema::ACCESS)
+                .expression_attribute_names("#upstream", schema::UPSTREAM)
                 .expression_attribute_names("#pk", pk_attr)
                 .expression_attribute_names("#ttl", schema::TTL)
                 .expression_attribute_names("#scope", "scope")

@@ -271,10 +271,25 @@ impl Store {
             cond.names.insert(format!("#u{i}"), attr);
             cond.values.insert(format!(":u{i}"), value);
         }
+        // What the new version does not carry goes: its expiry, access mode, upstream and limits (a stale
+        // upstream left beside a new value would make its envelope fail to open).
+        let mut removes = Vec::new();
+        for (attr, absent) in [
+            (schema::TTL, secret.expires_at.is_none()),
+            (schema::ACCESS, secret.access == crate::model::Access::Readable),
+            (schema::UPSTREAM, secret.upstream.is_none()),
+            (schema::PER_MINUTE, secret.limits.per_minute.is_none()),
+            (schema::PER_DAY, secret.limits.per_day.is_none()),
+        ] {
+            if absent {
+                let alias = format!("#r{}", removes.len());
+                cond.names.insert(alias.clone(), attr.into());
+                removes.push(alias);
+            }
+        }
         let mut expression = format!("SET {}", sets.join(", "));
-        if secret.expires_at.is_none() {
-            expression.push_str(" REMOVE #ttl");
-            cond.names.insert("#ttl".into(), schema::TTL.into());
+        if !removes.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", removes.join(", ")));
         }
         let update = Update::builder()
             .table_name(&self.secrets_table)
