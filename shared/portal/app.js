@@ -26,7 +26,7 @@ const session = {
   clear: () => sessionStorage.removeItem(TOKEN_KEY),
 };
 
-const state = { token: null, claims: null, secrets: [], nextToken: null, sort: { key: "name", dir: 1 } };
+const state = { token: null, claims: null, secrets: [], nextToken: null, lastUse: new Map(), sort: { key: "name", dir: 1 } };
 
 function decodeClaims(token) {
   const parts = token.split(".");
@@ -139,7 +139,7 @@ async function loadSecrets(reset, throwErrors) {
   try {
     const query = new URLSearchParams({ all: "true", limit: String(PAGE_SIZE) });
     if (!reset && state.nextToken) query.set("nextToken", state.nextToken);
-    const page = await api("GET", `${API}?${query}`);
+    const [page] = await Promise.all([api("GET", `${API}?${query}`), reset ? loadLastUses().catch(() => null) : null]);
     state.secrets = reset ? page.secrets : state.secrets.concat(page.secrets);
     state.nextToken = page.nextToken;
   } catch (e) {
@@ -150,6 +150,19 @@ async function loadSecrets(reset, throwErrors) {
     list.removeAttribute("aria-busy");
   }
   if (state.token) render();
+}
+
+// When each secret was last used through the proxy, and by which client: the newest of the
+// organization's last 1,000 uses in the audit log's default range (30 days), in one query.
+async function loadLastUses() {
+  const query = new URLSearchParams({ event: "vault.secret.used", limit: "1000" });
+  const page = await api("GET", `/vault/audit?${query}`);
+  const uses = new Map();
+  for (const e of page.events) {
+    const key = `${e.ownerClientId || ""}\u0000${e.secret}`;
+    if (!uses.has(key)) uses.set(key, e);
+  }
+  state.lastUse = uses;
 }
 
 function formatDate(iso) {
@@ -226,6 +239,36 @@ function render() {
       tag.textContent = sc;
       scopes.append(tag);
     }
+    const use = document.createElement("td");
+    use.dataset.label = "Use";
+    const mode = document.createElement("span");
+    mode.className = `tag ${s.access === "use-only" ? "use-only" : ""}`;
+    mode.textContent = s.access === "use-only" ? "use-only" : "readable";
+    use.append(mode);
+    if (s.upstream) {
+      const host = document.createElement("span");
+      host.className = "hint";
+      host.textContent = `→ ${new URL(s.upstream.baseUrl).host}`;
+      host.title = s.upstream.baseUrl;
+      use.append(host);
+    }
+    if (s.limits) {
+      const limits = document.createElement("span");
+      limits.className = "hint";
+      limits.textContent = [s.limits.perMinute && `${s.limits.perMinute}/min`, s.limits.perDay && `${s.limits.perDay}/day`]
+        .filter(Boolean)
+        .join(", ");
+      use.append(limits);
+    }
+    const last = state.lastUse.get(`${s.clientId || ""}\u0000${s.name}`);
+    const lastUsed = timeCell("Last used", last ? last.time : null);
+    if (!last) lastUsed.textContent = s.upstream ? "not yet" : "";
+    if (last) {
+      const by = document.createElement("span");
+      by.className = "hint";
+      by.textContent = `by ${last.actorClientId}${last.actorUserId ? ` (${last.actorUserId})` : ""}`;
+      lastUsed.append(by);
+    }
     const expires = timeCell("Expires", s.expiresAt);
     const hint = expiryHint(s.expiresAt);
     if (hint) {
@@ -242,7 +285,7 @@ function render() {
     del.setAttribute("aria-label", `Delete ${s.name} of ${s.clientId}`);
     del.addEventListener("click", () => openDelete(s));
     actions.append(del);
-    tr.append(name, client, scopes, timeCell("Created", s.createdAt), timeCell("Updated", s.updatedAt), expires, actions);
+    tr.append(name, client, scopes, use, lastUsed, timeCell("Created", s.createdAt), timeCell("Updated", s.updatedAt), expires, actions);
     return tr;
   });
   $("secrets").tBodies[0].replaceChildren(...rows);
@@ -295,8 +338,64 @@ function validateForm() {
       expiresAt === "invalid" ? "expiresAt must be a date and time." : expiresAt && expiresAt <= new Date() ? "expiresAt must be in the future." : "",
     ),
   ].every(Boolean);
+  const usage = validateUsage();
+  if (!ok || !usage) return null;
+  return {
+    name,
+    value,
+    scope: [...new Set(scopes)],
+    expiresAt: expiresAt ? expiresAt.toISOString().replace(/\.\d{3}Z$/, "Z") : null,
+    clientId: client,
+    ...usage,
+  };
+}
+
+// The access mode, upstream and limits, as the API takes them (the API checks the rest and says why).
+function validateUsage() {
+  const words = (id) => $(id).value.split(/[\s,]+/).filter(Boolean);
+  const access = $("f-access").value;
+  const baseUrl = $("f-upstream").value.trim();
+  const header = $("f-header").value.trim();
+  const template = $("f-template").value.trim();
+  const query = $("f-query").value.trim();
+  const methods = words("f-methods").map((m) => m.toUpperCase());
+  const paths = words("f-paths");
+  const limit = (id) => {
+    const text = $(id).value.trim();
+    return text === "" ? undefined : /^[0-9]{1,7}$/.test(text) && Number(text) >= 1 && Number(text) <= 1000000 ? Number(text) : NaN;
+  };
+  const perMinute = limit("f-per-minute");
+  const perDay = limit("f-per-day");
+  const ok = [
+    fieldError(
+      "f-upstream",
+      access === "use-only" && !baseUrl ? "A use-only secret needs an upstream: the one place the proxy may send its value." :
+        baseUrl && !/^https?:\/\//i.test(baseUrl) ? "upstream: baseUrl must start with https://" : "",
+    ),
+    fieldError("f-query", query && (header || template) ? "Give either a header (and template) or a query parameter, not both." : ""),
+    fieldError("f-header", ""),
+    fieldError("f-template", template && !template.includes("{value}") ? "The template holds {value} exactly once." : ""),
+    fieldError("f-methods", methods.every((m) => ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"].includes(m)) ? "" : "Methods are among GET HEAD POST PUT PATCH DELETE OPTIONS."),
+    fieldError("f-paths", paths.every((p) => p.startsWith("/")) ? "" : "Each path prefix starts with /."),
+    fieldError("f-per-minute", Number.isNaN(perMinute) ? "A whole number from 1 to 1000000." : ""),
+    fieldError(
+      "f-per-day",
+      Number.isNaN(perDay) ? "A whole number from 1 to 1000000." : (perMinute || perDay) && !baseUrl ? "Limits count uses through the proxy, so they need an upstream." : "",
+    ),
+  ].every(Boolean);
   if (!ok) return null;
-  return { name, value, scope: [...new Set(scopes)], expiresAt: expiresAt ? expiresAt.toISOString().replace(/\.\d{3}Z$/, "Z") : null, clientId: client };
+  const out = { access };
+  if (baseUrl) {
+    const upstream = { baseUrl };
+    if (query) upstream.query = query;
+    if (header) upstream.header = header;
+    if (template) upstream.template = template;
+    if (methods.length) upstream.methods = methods;
+    if (paths.length) upstream.paths = paths;
+    out.upstream = upstream;
+  }
+  if (perMinute || perDay) out.limits = { ...(perMinute ? { perMinute } : {}), ...(perDay ? { perDay } : {}) };
+  return out;
 }
 
 async function saveSecret(event) {

@@ -146,6 +146,50 @@ test("an admin adds, sees and deletes a secret of another client", async () => {
   assert.deepEqual(problems, [], "no console errors or CSP violations");
 });
 
+test("an admin adds a use-only secret bound to an upstream, and sees where and when it was used", async () => {
+  const { page, problems } = await openPortal();
+  await signIn(page, tokens.ADMIN_TOKEN);
+  await page.getByText("Organization org_local · client client_admin").waitFor();
+  const name = `portal_use_${Date.now()}`;
+  // Its upstream is the local stack's own portal page (loopback, which the local stack may call), so that
+  // the proxy can use it here.
+  const upstream = `${BASE}/portal`;
+  await page.getByLabel("Name", { exact: true }).fill(name);
+  await page.getByLabel("OAuth client").fill("client_admin");
+  await page.getByLabel("Value").fill("sk-portal-use-only-0002");
+  await page.getByLabel("Access").selectOption("use-only");
+  await page.getByRole("button", { name: "Save secret" }).click();
+  assert.match(await page.locator("#f-upstream-error").innerText(), /needs an upstream/, "use-only without an upstream is refused");
+  await page.getByLabel("Upstream base URL").fill(upstream);
+  await page.getByLabel(/^Methods/).fill("get");
+  await page.getByLabel(/^Uses per minute/).fill("60");
+  await page.getByRole("button", { name: "Save secret" }).click();
+  await page.getByText(`Created ${name} for client client_admin.`).waitFor();
+  const row = page.getByRole("row").filter({ hasText: name });
+  await row.waitFor();
+  let text = await row.innerText();
+  for (const expected of ["use-only", `→ ${new URL(BASE).host}`, "60/min", "not yet"]) {
+    assert.ok(text.includes(expected), `the row shows ${expected}: ${text}`);
+  }
+  // Its value cannot be read, and an agent (here the admin's own client) uses it through the proxy.
+  const [read, used] = await page.evaluate(
+    async ([token, n]) => {
+      const headers = { Authorization: `Bearer ${token}` };
+      const read = (await (await fetch(`/vault/secrets/${n}`, { headers })).json()).error.code;
+      const used = (await fetch(`/vault/proxy/${n}/vault`, { headers })).status;
+      return [read, used];
+    },
+    [tokens.ADMIN_TOKEN, name],
+  );
+  assert.deepEqual([read, used], ["use_only", 200]);
+  await page.getByRole("button", { name: "Refresh" }).click();
+  await page.getByRole("row").filter({ hasText: name }).filter({ hasText: "by client_admin" }).waitFor();
+  text = await page.getByRole("row").filter({ hasText: name }).innerText();
+  assert.ok(!text.includes("not yet"), text);
+  assert.ok(!(await page.locator("body").innerText()).includes("sk-portal-use-only-0002"), "values are never shown");
+  assert.deepEqual(problems, [], "no console errors or CSP violations");
+});
+
 test("a token without vault:admin is refused with a clear message", async () => {
   const { page, problems } = await openPortal();
   await signIn(page, tokens.M2M_TOKEN);
