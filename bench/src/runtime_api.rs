@@ -22,8 +22,11 @@ pub struct Reply {
     pub error: bool,
     /// When the function fetched the event (its `next` call returned).
     pub handed_out: Instant,
-    /// When the reply arrived.
+    /// When the reply arrived (for a streamed reply, its end).
     pub answered: Instant,
+    /// For a streamed reply (`Lambda-Runtime-Function-Response-Mode: streaming`: the prelude, eight NUL
+    /// bytes, then the body), when the first byte of the body arrived.
+    pub first_body_byte: Option<Instant>,
 }
 
 /// The Runtime API server: `next_calls` reports each `next` request the moment it arrives (the first
@@ -90,7 +93,8 @@ async fn serve(
                 }
             }
         }
-        let body = if chunked { read_chunked(&mut read).await? } else { read_exact(&mut read, length).await? };
+        let (body, first_body_byte) =
+            if chunked { read_chunked(&mut read).await? } else { (read_exact(&mut read, length).await?, None) };
         if method == "GET" && path.ends_with("/invocation/next") {
             let _ = next_tx.send(Instant::now());
             let Some(invocation) = queue.lock().await.recv().await else { return Ok(()) };
@@ -119,6 +123,7 @@ async fn serve(
                     error: path.ends_with("/error"),
                     handed_out,
                     answered: Instant::now(),
+                    first_body_byte,
                 });
             }
             write.write_all(b"HTTP/1.1 202 Accepted\r\nContent-Length: 16\r\n\r\n{\"status\":\"OK\"}\n").await?;
@@ -136,8 +141,12 @@ async fn read_exact<R: AsyncReadExt + Unpin>(read: &mut R, length: usize) -> std
     Ok(body)
 }
 
-async fn read_chunked<R: AsyncBufReadExt + AsyncReadExt + Unpin>(read: &mut R) -> std::io::Result<Vec<u8>> {
+/// A chunked body, and when the first byte after a streamed reply's prelude and eight NUL bytes arrived.
+async fn read_chunked<R: AsyncBufReadExt + AsyncReadExt + Unpin>(
+    read: &mut R,
+) -> std::io::Result<(Vec<u8>, Option<Instant>)> {
     let mut body = Vec::new();
+    let mut first_body_byte = None;
     loop {
         let mut size = String::new();
         read.read_line(&mut size).await?;
@@ -145,8 +154,13 @@ async fn read_chunked<R: AsyncBufReadExt + AsyncReadExt + Unpin>(read: &mut R) -
         let mut chunk = vec![0u8; size + 2];
         read.read_exact(&mut chunk).await?;
         if size == 0 {
-            return Ok(body);
+            return Ok((body, first_body_byte));
         }
         body.extend_from_slice(&chunk[..size]);
+        if first_body_byte.is_none()
+            && body.windows(8).position(|w| w == [0u8; 8]).is_some_and(|at| body.len() > at + 8)
+        {
+            first_body_byte = Some(Instant::now());
+        }
     }
 }
