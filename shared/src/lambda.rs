@@ -6,6 +6,7 @@ use std::time::Duration;
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
+use tracing::Level;
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -41,6 +42,17 @@ pub fn init_logging() {
 /// (`warn,token_vault=debug`), other targets at INFO unless it names a level; otherwise, or when neither
 /// parses, INFO.
 pub(crate) fn log_filter(lambda_level: Option<&str>, rust_log: Option<&str>) -> Targets {
+    // Whatever the level, the runtime's own TRACE lines stay off: they hold the raw event, its
+    // Authorization header and body (a written value) included.
+    let targets = filter_levels(lambda_level, rust_log);
+    let runtime = [Level::DEBUG, Level::INFO, Level::WARN, Level::ERROR]
+        .into_iter()
+        .find(|l| targets.would_enable("lambda_runtime", l))
+        .map_or(LevelFilter::OFF, LevelFilter::from_level);
+    targets.with_target("lambda_runtime", runtime)
+}
+
+fn filter_levels(lambda_level: Option<&str>, rust_log: Option<&str>) -> Targets {
     if let Some(level) = lambda_level.map(str::trim).filter(|l| !l.is_empty()) {
         let level = if level.eq_ignore_ascii_case("fatal") { "error" } else { level };
         if let Ok(level) = LevelFilter::from_str(level) {
@@ -182,6 +194,23 @@ mod tests {
         let fatal = log_filter(Some("FATAL"), None);
         assert!(fatal.would_enable("token_vault", &Level::ERROR));
         assert!(!fatal.would_enable("token_vault", &Level::WARN));
+    }
+
+    #[test]
+    fn the_runtimes_trace_lines_which_hold_the_raw_event_stay_off() {
+        for filter in [
+            log_filter(Some("TRACE"), None),
+            log_filter(None, Some("trace")),
+            log_filter(None, Some("lambda_runtime=trace")),
+        ] {
+            assert!(!filter.would_enable("lambda_runtime::layers::api_response", &Level::TRACE));
+            assert!(filter.would_enable("lambda_runtime::layers::api_response", &Level::DEBUG));
+        }
+        // Never louder than asked.
+        let warn = log_filter(Some("WARN"), None);
+        assert!(
+            !warn.would_enable("lambda_runtime", &Level::INFO) && warn.would_enable("lambda_runtime", &Level::WARN)
+        );
     }
 
     #[test]

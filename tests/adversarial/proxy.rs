@@ -144,6 +144,27 @@ pub async fn a_use_only_value_is_refused_on_every_read_route_and_listed_without_
     let reply = send_proxy(&proxy, call("GET", "/vault/proxy/stripe/v1/balance", &token)).await;
     assert_eq!(reply.status, 200);
     assert_eq!(upstream.requests()[0].header("authorization"), Some("Bearer SECRETVALUE-second-value"));
+
+    // A key locked down (readable, then rewritten use-only with the same value) does not come back
+    // readable through a rollback: refused as a read of that version is, audited, nothing written.
+    let locked = "SECRETVALUE-locked-later";
+    create(&tv, &token, json!({"name": "locked", "value": locked})).await;
+    create(&tv, &token, use_only("locked", locked, &upstream.http_url(""), json!({}))).await;
+    let rollback = Call::new("POST", "/vault/secrets/locked/rollback").token(&token).json(&json!({"version": 1}));
+    let r = tv.send(rollback).await;
+    assert_eq!((r.status, r.code()), (403, "use_only"), "{}", r.body);
+    let r = tv.send(get(&token, "locked")).await;
+    assert_eq!((r.status, r.code()), (403, "use_only"), "{}", r.body);
+    let current =
+        tv.send(list(&token)).await.json["secrets"].as_array().unwrap().iter().find(|s| s["name"] == "locked").cloned();
+    assert_eq!(current.map(|c| (c["version"].clone(), c["access"].clone())), Some((json!(2), json!("use-only"))));
+    let refusals = tv
+        .audit(ORG)
+        .await
+        .into_iter()
+        .filter(|i| s(i, "secretName") == "locked" && s(i, "outcome") == "use_only")
+        .count();
+    assert_eq!(refusals, 2, "the refused rollback and the refused read");
     leaks::keep(&tv).await;
 }
 

@@ -14,6 +14,9 @@ use tokio::time::Sleep;
 /// What an injected value becomes in a relayed answer.
 pub(crate) const REDACTED: &[u8] = b"[REDACTED]";
 
+/// A text that ends in this many bytes or more of the start of a value has them replaced too.
+const MIN_REDACTED_TAIL: usize = 4;
+
 /// Replaces every occurrence of any of its patterns in a stream of chunks, holding back only the tail
 /// of a chunk that could be the start of one (so a stream's events pass on at once: they end in a line
 /// break, which starts no value a header can carry).
@@ -63,9 +66,18 @@ impl Scrubber {
                     continue 'outer;
                 }
             }
-            if !last && self.patterns.iter().any(|p| p.len() > rest.len() && p.starts_with(rest)) {
-                self.held = rest.to_vec();
-                break;
+            if self.patterns.iter().any(|p| p.len() > rest.len() && p.starts_with(rest)) {
+                if !last {
+                    self.held = rest.to_vec();
+                    break;
+                }
+                // A text (or a stream cut short) that ends in the start of the value: that start is a
+                // piece of the key, and goes no further unless it is too short to tell anything.
+                if rest.len() >= MIN_REDACTED_TAIL {
+                    out.extend_from_slice(REDACTED);
+                    self.replaced += 1;
+                    break;
+                }
             }
             out.push(buf[i]);
             i += 1;
@@ -248,8 +260,10 @@ mod tests {
         for cut in 0..text.len() {
             assert_eq!(scrub_in_chunks(&[b"sk-live-123"], text, &[cut]), want, "cut at {cut}");
         }
-        // A held tail that never completes is released at the end, unchanged.
-        assert_eq!(scrub_in_chunks(&[b"sk-live-123"], b"ends with sk-li", &[12]), b"ends with sk-li");
+        // A held tail that never completes (the stream was cut short) is a piece of the key: replaced
+        // too, unless it is too short to say anything.
+        assert_eq!(scrub_in_chunks(&[b"sk-live-123"], b"ends with sk-li", &[12]), b"ends with [REDACTED]");
+        assert_eq!(scrub_in_chunks(&[b"sk-live-123"], b"ends with sk-", &[12]), b"ends with sk-");
     }
 
     #[test]

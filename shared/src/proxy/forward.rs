@@ -44,6 +44,17 @@ const DROPPED_REQUEST_HEADERS: &[&str] = &[
     "forwarded",
     "via",
     "x-real-ip",
+    // Headers some servers take as the method or the path instead of the request's own: the upstream's
+    // methods and paths are checked on the request line, so nothing may replace them.
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
+    // Ranges: an echoing upstream asked for short windows of its answer would return the value in pieces
+    // too short for the scrubber to recognise.
+    "range",
+    "if-range",
 ];
 
 /// Prefixes of request headers never forwarded (API Gateway's, CloudFront's, and the forwarding chain).
@@ -359,9 +370,20 @@ mod tests {
     #[test]
     fn credentials_and_forwarding_headers_stay_behind() {
         let named = vec!["x-hop".to_owned()];
-        for dropped in
-            ["authorization", "x-api-key", "cookie", "host", "x-forwarded-for", "x-amzn-trace-id", "x-hop", "x-key"]
-        {
+        for dropped in [
+            "authorization",
+            "x-api-key",
+            "cookie",
+            "host",
+            "x-forwarded-for",
+            "x-amzn-trace-id",
+            "x-hop",
+            "x-key",
+            "x-http-method-override",
+            "x-original-url",
+            "range",
+            "if-range",
+        ] {
             assert!(!forwarded_header(&HeaderName::from_static(dropped), &named, Some("x-key")), "{dropped}");
         }
         for kept in ["content-type", "openai-beta", "anthropic-version", "accept", "user-agent"] {

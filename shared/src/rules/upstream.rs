@@ -191,7 +191,20 @@ pub(crate) fn normalize_path(raw: &str) -> Result<String, ApiError> {
     let mut segment = String::new();
     let mut i = 0;
     let finish = |segment: &mut String, out: &mut String, last: bool| -> Result<(), ApiError> {
-        if segment == "." || segment == ".." {
+        // `..;x` is `..` to servers that drop a segment's parameters (Tomcat, Spring), and `...` or
+        // `.. ` to Windows servers that trim trailing dots and spaces: refuse a segment that is only dots
+        // once those are removed.
+        let head = segment.split(';').next().unwrap_or_default();
+        let mut bare = head;
+        loop {
+            let trimmed = bare.trim_end_matches('.');
+            let trimmed = trimmed.strip_suffix("%20").unwrap_or(trimmed);
+            if trimmed.len() == bare.len() {
+                break;
+            }
+            bare = trimmed;
+        }
+        if head.starts_with('.') && bare.is_empty() {
             return Err(invalid_path("it holds a . or .. segment"));
         }
         if segment.is_empty() && !last {
@@ -439,6 +452,9 @@ mod tests {
             ("/a/%7e%41/b%20c", "/a/~A/b%20c"),
             ("/a/", "/a/"),
             ("/", "/"),
+            ("/v1/.well-known/x", "/v1/.well-known/x"),
+            ("/v1/a;v=1/b", "/v1/a;v=1/b"),
+            ("/v1/.env.d", "/v1/.env.d"),
         ] {
             assert_eq!(normalize_path(given).unwrap(), normal, "{given}");
         }
@@ -467,6 +483,13 @@ mod tests {
             "/a%",
             "/a%zz",
             "/ä",
+            // Dot segments as servers that drop `;params` or trim trailing dots and spaces see them.
+            "/v1/chat/..;/admin",
+            "/v1/chat/%2e%2e;x=1/admin",
+            "/v1/.;/admin",
+            "/v1/.../admin",
+            "/v1/..%20/admin",
+            "/v1/.%20./admin",
         ] {
             assert_eq!(normalize_path(bad).unwrap_err().code(), Code::InvalidPath, "{bad:?}");
         }

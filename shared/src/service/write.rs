@@ -350,6 +350,11 @@ impl Vault {
         self.check_scope(p, meta, &current).await?;
         let source = self.retained_version(p, &current, version).await?;
         self.check_scope(p, meta, &source).await?;
+        // A secret made use-only stays so: restoring a readable version would hand back through `GET` a
+        // value that `GET ?version=N` refuses while the current version is use-only (403 use_only).
+        if current.access == Access::UseOnly && source.access != Access::UseOnly {
+            self.check_readable(p, meta, &current).await?;
+        }
         let value = self.open(p, meta, &source).await?;
         let draft = Draft {
             owner: &owner,
