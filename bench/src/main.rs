@@ -19,7 +19,6 @@
 mod runtime_api;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -27,7 +26,7 @@ use token_vault::{
     AuditEvent, Binding, EventKind, MasterKey, Owner, Principal, RequestMeta, TokenKind,
     table::{AuditDay, AuditFilter, SecretItem, Store, ToItem, WriteGuard, new_lifetime, record_key},
 };
-use vault_tests::{AUDIT_TABLE, Call, HS256_SECRET, MASTER_KEY, SECRETS_TABLE, TestVault, send_to};
+use vault_tests::{Call, HS256_SECRET, MASTER_KEY, TestVault, send_to};
 
 use runtime_api::{Invocation, RuntimeApi};
 
@@ -191,25 +190,7 @@ async fn measure(
     let mut api = RuntimeApi::start().await.map_err(|e| e.to_string())?;
     let binary = bin_dir.join(scenario.function());
     let started = Instant::now();
-    let mut child = tokio::process::Command::new(&binary)
-        .env_clear()
-        .env("AWS_LAMBDA_RUNTIME_API", api.addr.to_string())
-        .env("AWS_LAMBDA_FUNCTION_NAME", scenario.function())
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
-        .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "local")
-        .env("AWS_SECRET_ACCESS_KEY", "local")
-        .env("AWS_ENDPOINT_URL_DYNAMODB", endpoint)
-        .env("VAULT_MASTER_KEY", MASTER_KEY)
-        .env("VAULT_JWT_HS256_SECRET", HS256_SECRET)
-        .env("VAULT_SECRETS_TABLE", SECRETS_TABLE)
-        .env("VAULT_AUDIT_TABLE", AUDIT_TABLE)
-        .env("VAULT_KEYS_TABLE", vault_tests::KEYS_TABLE)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
+    let mut child = runtime_api::function_command(&binary, scenario.function(), 128, api.addr, endpoint)
         .spawn()
         .map_err(|e| format!("starting {}: {e}", binary.display()))?;
     let pid = child.id().ok_or("no pid")?;

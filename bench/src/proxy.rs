@@ -18,7 +18,6 @@
 mod runtime_api;
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,7 +26,7 @@ use token_vault::table::{Store, ToItem};
 use token_vault::{AuditEvent, EventKind, Limits, Owner, Principal, RequestMeta, TokenKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use vault_tests::upstream::{Respond, TestUpstream, answer_json};
-use vault_tests::{AUDIT_TABLE, Call, HS256_SECRET, MASTER_KEY, SECRETS_TABLE, TestVault, put};
+use vault_tests::{Call, HS256_SECRET, TestVault, put};
 
 use runtime_api::{Invocation, RuntimeApi};
 
@@ -117,27 +116,9 @@ impl FloorThread {
 async fn start_proxy(bin_dir: &std::path::Path, endpoint: &str) -> (RuntimeApi, tokio::process::Child) {
     let mut api = RuntimeApi::start().await.unwrap();
     let binary = bin_dir.join("proxy");
-    let child = tokio::process::Command::new(&binary)
-        .env_clear()
-        .env("AWS_LAMBDA_RUNTIME_API", api.addr.to_string())
-        .env("AWS_LAMBDA_FUNCTION_NAME", "proxy")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
-        .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
+    let child = runtime_api::function_command(&binary, "proxy", 256, api.addr, endpoint)
         .env("AWS_LAMBDA_LOG_LEVEL", "WARN")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "local")
-        .env("AWS_SECRET_ACCESS_KEY", "local")
-        .env("AWS_ENDPOINT_URL_DYNAMODB", endpoint)
-        .env("VAULT_MASTER_KEY", MASTER_KEY)
-        .env("VAULT_JWT_HS256_SECRET", HS256_SECRET)
-        .env("VAULT_SECRETS_TABLE", SECRETS_TABLE)
-        .env("VAULT_AUDIT_TABLE", AUDIT_TABLE)
-        .env("VAULT_KEYS_TABLE", vault_tests::KEYS_TABLE)
         .env("VAULT_PROXY_ALLOW_LOOPBACK", "true")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
     tokio::time::timeout(Duration::from_secs(10), api.next_calls.recv()).await.expect("the proxy calls next");

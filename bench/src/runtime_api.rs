@@ -9,6 +9,38 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
+/// A function's release binary as Lambda starts it, under this Runtime API, against the local DynamoDB
+/// at `endpoint`, with the test suite's key, token secret and tables (the caller adds what differs).
+pub fn function_command(
+    binary: &std::path::Path,
+    function: &str,
+    memory_mb: u32,
+    api: std::net::SocketAddr,
+    endpoint: &str,
+) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(binary);
+    command
+        .env_clear()
+        .env("AWS_LAMBDA_RUNTIME_API", api.to_string())
+        .env("AWS_LAMBDA_FUNCTION_NAME", function)
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", memory_mb.to_string())
+        .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "local")
+        .env("AWS_SECRET_ACCESS_KEY", "local")
+        .env("AWS_ENDPOINT_URL_DYNAMODB", endpoint)
+        .env("VAULT_MASTER_KEY", vault_tests::MASTER_KEY)
+        .env("VAULT_JWT_HS256_SECRET", vault_tests::HS256_SECRET)
+        .env("VAULT_SECRETS_TABLE", vault_tests::SECRETS_TABLE)
+        .env("VAULT_AUDIT_TABLE", vault_tests::AUDIT_TABLE)
+        .env("VAULT_KEYS_TABLE", vault_tests::KEYS_TABLE)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
 /// One invocation: the event to hand out, and where its reply goes.
 pub struct Invocation {
     pub event: String,

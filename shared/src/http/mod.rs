@@ -92,11 +92,7 @@ pub async fn handle(vault: &Vault, op: Operation, req: Request) -> Response<Body
                 resp
             }
             Err(e) => {
-                if e.is_server_error() {
-                    tracing::error!(status = e.status(), code = e.code().as_str(), error = %crate::error::chain(&e), "request failed");
-                } else {
-                    tracing::info!(status = e.status(), code = e.code().as_str(), "request refused");
-                }
+                log_failure(&e);
                 error_response(&e, op)
             }
         }
@@ -175,6 +171,16 @@ pub fn validate_request(op: Operation, req: &Request) -> Result<(), ApiError> {
         return Err(ApiError::MethodNotAllowed);
     }
     parse(op, req).map(|_| ())
+}
+
+/// Logs how a request ended in an error: a server error with its chain of causes, a refusal by its
+/// status and code alone.
+pub(crate) fn log_failure(e: &ApiError) {
+    if e.is_server_error() {
+        tracing::error!(status = e.status(), code = e.code().as_str(), error = %crate::error::chain(e), "request failed");
+    } else {
+        tracing::info!(status = e.status(), code = e.code().as_str(), "request refused");
+    }
 }
 
 /// Who sent a request, as API Gateway (or a function URL) reports it.

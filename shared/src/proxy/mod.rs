@@ -16,7 +16,7 @@ use lambda_http::{Request, Response};
 use tracing::Instrument;
 
 use crate::error::ApiError;
-use crate::http::{error_json, request_meta};
+use crate::http::{error_json, log_failure, request_meta};
 use crate::service::Vault;
 use client::{AddrPolicy, UpstreamClient, upstream_client};
 
@@ -60,11 +60,7 @@ pub async fn handle_proxy(proxy: &Proxy, req: Request) -> Response<ProxyBody> {
                 resp
             }
             Err(e) => {
-                if e.is_server_error() {
-                    tracing::error!(status = e.status(), code = e.code().as_str(), error = %crate::error::chain(&e), "request failed");
-                } else {
-                    tracing::info!(status = e.status(), code = e.code().as_str(), "request refused");
-                }
+                log_failure(&e);
                 error_response(&e)
             }
         }
