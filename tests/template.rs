@@ -93,6 +93,7 @@ fn every_function_is_built_from_its_crate_and_routed() {
         ("DeleteSecretFunction", "delete-secret", "DELETE", "/vault/secrets/{name}"),
         ("BatchGetSecretsFunction", "batch-get-secrets", "POST", "/vault/secrets/batch-get"),
         ("RollbackSecretFunction", "rollback-secret", "POST", "/vault/secrets/{name}/rollback"),
+        ("ListVersionsFunction", "list-versions", "GET", "/vault/secrets/{name}/versions"),
         ("QueryAuditFunction", "query-audit", "GET", "/vault/audit"),
         ("QueryAuditFunction", "query-audit", "GET", "/vault/secrets/{name}/audit"),
         ("PortalFunction", "portal", "GET", "/portal/vault"),
@@ -167,7 +168,7 @@ fn every_function_is_built_from_its_crate_and_routed() {
 fn functions_get_least_privilege() {
     let t = template();
     let writes: &[&str] = &["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"];
-    let expected: [(&str, &[&str]); 9] = [
+    let expected: [(&str, &[&str]); 10] = [
         ("CreateSecretFunction", writes),
         ("GetSecretFunction", &["dynamodb:GetItem"]),
         ("ListSecretsFunction", &["dynamodb:Query"]),
@@ -177,6 +178,7 @@ fn functions_get_least_privilege() {
         ("RotateKeysFunction", &["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"]),
         ("ShredOrgFunction", &["dynamodb:DeleteItem"]),
         ("ProxyFunction", &["dynamodb:GetItem"]),
+        ("ListVersionsFunction", &["dynamodb:GetItem", "dynamodb:Query"]),
     ];
     for (resource, secrets_actions) in expected {
         let statements = t["Resources"][resource]["Properties"]["Policies"][0]["Statement"].as_sequence().unwrap();
@@ -409,6 +411,16 @@ async fn every_function_calls_dynamodb_only_as_its_policy_allows() {
             vec![
                 Call::new("GET", "/vault/audit").token(&admin("org-iam", "ops")),
                 Call::new("GET", "/vault/secrets/k/audit").token(&u1).query("limit", "1"),
+            ],
+        ),
+        (
+            "ListVersionsFunction",
+            KeyUse::None,
+            // A refused history (another client's, without admin) is audited.
+            vec![
+                Call::new("GET", "/vault/secrets/k/versions").token(&app),
+                Call::new("GET", "/vault/secrets/k/versions").token(&u1),
+                Call::new("GET", "/vault/secrets/k/versions").token(&app).query("clientId", "client-b"),
             ],
         ),
         ("DeleteSecretFunction", KeyUse::Required, vec![delete(&app, "k"), delete(&u1, "k")]),

@@ -537,3 +537,72 @@ async fn a_retained_version_is_gone_once_its_own_expiry_passes() {
     assert_eq!((r.status, r.code()), (404, "version_not_found"), "{}", r.body);
     assert_eq!(t.send(get(&tok, "k")).await.json["version"], 2);
 }
+
+fn history(token: &str, name: &str) -> Call {
+    Call::new("GET", &format!("/vault/secrets/{name}/versions")).token(token)
+}
+
+fn listed_versions(r: &Reply) -> Vec<u64> {
+    r.json["versions"].as_array().unwrap().iter().map(|v| v["version"].as_u64().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn a_secrets_history_lists_its_retained_versions_newest_first_and_never_a_value() {
+    let t = TestVault::start().await;
+    let tok = m2m("org1", "client-a");
+    t.send(put(&tok, json!({"name": "k", "value": "value-1", "scope": ["a"]}))).await;
+    t.send(put(&tok, json!({"name": "k", "value": "value-2", "scope": ["b"]}))).await;
+    let r = t.send(history(&tok, "k")).await;
+    assert_eq!((r.status, &r.json["name"]), (200, &json!("k")), "{}", r.body);
+    assert_eq!(listed_versions(&r), [2, 1]);
+    let versions = r.json["versions"].as_array().unwrap();
+    assert_eq!((&versions[0]["current"], &versions[1]["current"]), (&json!(true), &json!(false)));
+    // Each version with the scope it was written with; the creation date is the secret's.
+    assert_eq!((&versions[0]["scope"], &versions[1]["scope"]), (&json!(["b"]), &json!(["a"])));
+    assert_eq!(versions[0]["createdAt"], versions[1]["createdAt"]);
+    assert!(!r.body.contains("value-") && versions.iter().all(|v| v.get("value").is_none()), "{}", r.body);
+    // A token holding none of the scopes still sees the metadata, as a listing shows it.
+    assert_eq!(t.send(history(&m2m_scoped("org1", "client-a", "c"), "k")).await.status, 200);
+
+    // Past the retained five, the oldest drop out; a rollback is a new version.
+    for v in 3..=7 {
+        t.send(put(&tok, json!({"name": "k", "value": format!("value-{v}")}))).await;
+    }
+    assert_eq!(listed_versions(&t.send(history(&tok, "k")).await), [7, 6, 5, 4, 3]);
+    assert_eq!(t.send(rollback(&tok, "k", 4)).await.status, 200);
+    assert_eq!(listed_versions(&t.send(history(&tok, "k")).await), [8, 7, 6, 5, 4]);
+
+    // A use-only secret's history is metadata too: access mode and upstream, no value.
+    let body = json!({"name": "use", "value": "sk-use-only-secret", "access": "use-only",
+        "upstream": {"baseUrl": "https://api.openai.com/v1"}});
+    assert_eq!(t.send(put(&tok, body)).await.status, 201);
+    let r = t.send(history(&tok, "use")).await;
+    assert_eq!((r.status, &r.json["versions"][0]["access"]), (200, &json!("use-only")), "{}", r.body);
+    assert_eq!(r.json["versions"][0]["upstream"]["baseUrl"], "https://api.openai.com/v1");
+    assert!(!r.body.contains("sk-use-only-secret"));
+
+    // Whose history: the caller's own; another client's only for an admin naming it.
+    let other = m2m("org1", "client-b");
+    assert_eq!(t.send(history(&other, "k")).await.json["error"]["code"], "not_found");
+    let r = t.send(history(&other, "k").query("clientId", "client-a")).await;
+    assert_eq!((r.status, &r.json["error"]["code"]), (403, &json!("forbidden")));
+    let r = t.send(history(&admin("org1", "ops"), "k").query("clientId", "client-a")).await;
+    assert_eq!(listed_versions(&r), [8, 7, 6, 5, 4]);
+    assert_eq!(t.send(history(&m2m("org2", "client-a"), "k")).await.status, 404, "another organization's");
+    // A user sees its own secret's history first, then its client's.
+    let u = user("org1", "client-a", "auth0|u1");
+    assert_eq!(listed_versions(&t.send(history(&u, "k")).await), [8, 7, 6, 5, 4]);
+    t.send(put(&u, json!({"name": "k", "value": "mine"}))).await;
+    assert_eq!(listed_versions(&t.send(history(&u, "k")).await), [1]);
+
+    // A deleted and recreated secret shows none of the earlier lifetime's versions.
+    assert_eq!(t.send(delete(&tok, "k")).await.status, 200);
+    assert_eq!(t.send(history(&tok, "k")).await.status, 404);
+    t.send(put(&tok, json!({"name": "k", "value": "again"}))).await;
+    assert_eq!(listed_versions(&t.send(history(&tok, "k")).await), [1]);
+
+    // Bad input is refused before the store is asked.
+    assert_eq!(t.send(history(&tok, "k").query("version", "1")).await.json["error"]["code"], "invalid_query");
+    assert_eq!(t.send(history(&tok, "k").query("clientId", "")).await.status, 400);
+    assert_eq!(t.send(history("", "k")).await.status, 401);
+}

@@ -258,6 +258,9 @@ impl Call {
             ("GET", Some(_)) if nested("/audit").is_some() => {
                 (Operation::Audit, "/vault/secrets/{name}/audit", nested("/audit"))
             }
+            ("GET", Some(_)) if nested("/versions").is_some() => {
+                (Operation::Versions, "/vault/secrets/{name}/versions", nested("/versions"))
+            }
             ("POST", _) => (Operation::Create, "/vault/secrets", None),
             ("DELETE", _) => (Operation::Delete, "/vault/secrets/{name}", item),
             (_, Some(_)) => (Operation::Get, "/vault/secrets/{name}", item),

@@ -20,7 +20,7 @@ use crate::error::ApiError;
 use crate::model::RequestMeta;
 use crate::service::{PutAction, Vault};
 use request::{Parsed, parse};
-use response::{EventView, batch_response, json_response, list_body, secret_response, with_etag};
+use response::{EventView, batch_response, json_response, list_body, secret_response, versions_body, with_etag};
 
 pub(crate) use request::raw_path;
 pub(crate) use response::{error_json, error_response};
@@ -42,6 +42,8 @@ pub enum Operation {
     Rollback,
     /// `GET /vault/audit` and `GET /vault/secrets/{name}/audit`
     Audit,
+    /// `GET /vault/secrets/{name}/versions`
+    Versions,
 }
 
 impl Operation {
@@ -54,6 +56,7 @@ impl Operation {
             Self::BatchGet => "batch-get-secrets",
             Self::Rollback => "rollback-secret",
             Self::Audit => "query-audit",
+            Self::Versions => "list-versions",
         }
     }
 
@@ -62,14 +65,14 @@ impl Operation {
     pub fn key_use(self) -> KeyUse {
         match self {
             Self::Create | Self::Get | Self::BatchGet | Self::Rollback => KeyUse::Required,
-            Self::List | Self::Delete | Self::Audit => KeyUse::None,
+            Self::List | Self::Delete | Self::Audit | Self::Versions => KeyUse::None,
         }
     }
 
     pub(crate) fn method(self) -> Method {
         match self {
             Self::Create | Self::BatchGet | Self::Rollback => Method::POST,
-            Self::Get | Self::List | Self::Audit => Method::GET,
+            Self::Get | Self::List | Self::Audit | Self::Versions => Method::GET,
             Self::Delete => Method::DELETE,
         }
     }
@@ -145,6 +148,10 @@ async fn dispatch(vault: &Vault, op: Operation, meta: &RequestMeta, req: Request
             let version = vault.rollback_secret(meta, &principal, &name, version, client_id.as_deref(), &pre).await?;
             let body = json!({"success": true, "action": "rolled_back", "version": version});
             Ok(with_etag(json_response(StatusCode::OK, &body), version))
+        }
+        Parsed::Versions { name, client_id } => {
+            let versions = vault.list_versions(meta, &principal, &name, client_id.as_deref()).await?;
+            Ok(json_response(StatusCode::OK, &versions_body(&name, &versions)))
         }
         Parsed::Audit(q) => {
             let page = vault.query_audit(&principal, *q).await?;

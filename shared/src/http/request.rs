@@ -29,6 +29,7 @@ pub(super) enum Parsed {
     BatchGet { names: Vec<String>, client_id: Option<String> },
     Rollback { name: String, version: u64, client_id: Option<String>, pre: Precondition },
     Audit(Box<AuditQuery>),
+    Versions { name: String, client_id: Option<String> },
 }
 
 /// Reads and checks the path, query string, precondition headers and body of a request for `op`.
@@ -90,6 +91,11 @@ pub(super) fn parse(op: Operation, req: &Request) -> Result<Parsed, ApiError> {
             }
             Parsed::Rollback { name, version: body.version, client_id: body.client_id, pre }
         }
+        Operation::Versions => {
+            let name = path_name(req, VERSIONS_SUFFIX)?;
+            let query = allow_query(req, &["clientId"])?;
+            Parsed::Versions { name, client_id: query.client_id()? }
+        }
         Operation::Audit => {
             let secret = if is_secret_audit_path(req) { Some(path_name(req, AUDIT_SUFFIX)?) } else { None };
             let mut allowed = vec!["from", "to", "event", "clientId", "userId", "limit", "nextToken"];
@@ -106,6 +112,8 @@ pub(super) fn parse(op: Operation, req: &Request) -> Result<Parsed, ApiError> {
 pub(super) const ROLLBACK_SUFFIX: &str = "/rollback";
 
 pub(super) const AUDIT_SUFFIX: &str = "/audit";
+
+pub(super) const VERSIONS_SUFFIX: &str = "/versions";
 
 /// The raw request path (API Gateway's `rawPath`, else the URI's).
 pub(crate) fn raw_path(req: &Request) -> &str {

@@ -119,6 +119,31 @@ pub(super) fn list_body(page: &ListPage) -> ListBody<'_> {
     ListBody { secrets: page.secrets.iter().map(metadata).collect(), next_token: page.next.as_ref().map(encode_cursor) }
 }
 
+/// The body of a secret's history: its versions, newest first, metadata only.
+#[derive(serde::Serialize)]
+pub(super) struct VersionsBody<'a> {
+    name: &'a str,
+    versions: Vec<VersionView<'a>>,
+}
+
+#[derive(serde::Serialize)]
+pub(super) struct VersionView<'a> {
+    #[serde(flatten)]
+    metadata: Metadata<'a>,
+    current: bool,
+}
+
+pub(super) fn versions_body<'a>(name: &'a str, versions: &'a [SecretItem]) -> VersionsBody<'a> {
+    VersionsBody {
+        name,
+        versions: versions
+            .iter()
+            .enumerate()
+            .map(|(i, v)| VersionView { metadata: metadata(v), current: i == 0 })
+            .collect(),
+    }
+}
+
 pub(super) fn response(status: StatusCode, body: String) -> Response<Body> {
     let mut resp = Response::new(Body::Text(body));
     *resp.status_mut() = status;

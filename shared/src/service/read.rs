@@ -8,6 +8,7 @@ use super::Vault;
 use crate::error::{ApiError, Code};
 use crate::model::{EventKind, Owner, Principal, RequestMeta};
 use crate::policy;
+use crate::rules::RETAINED_VERSIONS;
 use crate::store::{SecretItem, ToItem};
 
 /// What a batch read returned: values, and the names it could not return with why.
@@ -113,6 +114,36 @@ impl Vault {
         self.audit_first(self.store.put_audit(event.to_item(OffsetDateTime::now_utc(), self.audit_retention_days)))
             .await?;
         Ok(SecretWithValue { item, value })
+    }
+
+    /// A secret's versions, newest first: the current one and every earlier one still retained, metadata
+    /// only (never a value, of any access mode). Shown to whoever may list the secret's owner, as a listing
+    /// shows the current version's metadata.
+    pub async fn list_versions(
+        &self,
+        meta: &RequestMeta,
+        p: &Principal,
+        name: &str,
+        client_id: Option<&str>,
+    ) -> Result<Vec<SecretItem>, ApiError> {
+        let owners = self.allowed(policy::read_owners(p, client_id), p, meta, name).await?;
+        let current = self.live_secret(p, &owners, name).await?;
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let mut records: Vec<SecretItem> = self
+            .store
+            .version_records(&p.org_id, &current.owner, name)
+            .await?
+            .into_iter()
+            // The same rules as a read of `?version=N`: retained, of this lifetime, not expired.
+            .filter(|o| o.version < current.version && o.version + RETAINED_VERSIONS > current.version)
+            .filter(|o| o.lifetime == current.lifetime && o.created_at == current.created_at && !o.is_expired(now))
+            .collect();
+        records.sort_by_key(|r| std::cmp::Reverse(r.version));
+        records.dedup_by_key(|r| r.version);
+        let mut versions = Vec::with_capacity(records.len() + 1);
+        versions.push(current);
+        versions.extend(records);
+        Ok(versions)
     }
 
     /// Reads up to [`MAX_BATCH_NAMES`] secrets in one `BatchGetItem`. Each name is returned with its

@@ -34,6 +34,36 @@ impl Store {
         Ok(Some(secret))
     }
 
+    /// Every version record stored for `name` (at most [`crate::rules::RETAINED_VERSIONS`] slots, plus
+    /// any legacy `<name>#v<n>` records), metadata only, in one strongly consistent Query. Which of them
+    /// belong to the live secret is the caller's to decide.
+    pub async fn version_records(&self, org_id: &str, owner: &Owner, name: &str) -> Result<Vec<SecretItem>, ApiError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.secrets_table)
+            .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+            .expression_attribute_names("#pk", schema::PK)
+            .expression_attribute_names("#sk", schema::SK)
+            .expression_attribute_values(":pk", s(partition_key(org_id, owner)))
+            // Names never hold `#`, so this prefix matches this secret's records alone.
+            .expression_attribute_values(":prefix", s(format!("{name}#v")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        out.items
+            .unwrap_or_default()
+            .iter()
+            .map(|item| {
+                let mut secret = secret_from_item(owner, item, false)?;
+                secret.name = name.to_owned();
+                secret.expires_at = get_n(item, schema::EXPIRED_AT)?;
+                Ok(secret)
+            })
+            .collect()
+    }
+
     /// Reads many secrets at once (strongly consistent) with `BatchGetItem`, retrying what DynamoDB
     /// leaves unprocessed. At most 100 keys. Returns what exists, expired or not.
     pub async fn batch_get_secrets(
