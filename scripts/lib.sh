@@ -8,6 +8,7 @@ SCHEMATHESIS_VERSION="4.32.5"
 MOTO_VERSION="5.2.5"
 OPENAI_SDK_VERSION="3.51.0"
 ANTHROPIC_SDK_VERSION="2.10.0"
+MCP_SDK_VERSION="2.3.0"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export SAM_CLI_TELEMETRY=0
@@ -49,11 +50,12 @@ ensure_moto() {
   command -v moto_server >/dev/null || die "moto_server is not on PATH after installing moto (is pip's bin directory on PATH?)"
 }
 
-# The official OpenAI and Anthropic Python SDKs, which the proxy's SDK test points at the local stack.
+# The official OpenAI and Anthropic Python SDKs, which the proxy's SDK test points at the local stack, and
+# the official MCP Python SDK, which the MCP server's test connects with.
 ensure_model_sdks() {
-  if ! python3 -c "import openai, anthropic, sys; sys.exit(openai.__version__ != '$OPENAI_SDK_VERSION' or anthropic.__version__ != '$ANTHROPIC_SDK_VERSION')" 2>/dev/null; then
-    log "installing openai $OPENAI_SDK_VERSION and anthropic $ANTHROPIC_SDK_VERSION (PyPI)"
-    pip_install "openai==$OPENAI_SDK_VERSION" "anthropic==$ANTHROPIC_SDK_VERSION"
+  if ! python3 -c "import openai, anthropic, importlib.metadata as m, sys; sys.exit(openai.__version__ != '$OPENAI_SDK_VERSION' or anthropic.__version__ != '$ANTHROPIC_SDK_VERSION' or m.version('mcp') != '$MCP_SDK_VERSION')" 2>/dev/null; then
+    log "installing openai $OPENAI_SDK_VERSION, anthropic $ANTHROPIC_SDK_VERSION and mcp $MCP_SDK_VERSION (PyPI)"
+    pip_install "openai==$OPENAI_SDK_VERSION" "anthropic==$ANTHROPIC_SDK_VERSION" "mcp==$MCP_SDK_VERSION"
   fi
 }
 

@@ -98,6 +98,8 @@ fn every_function_is_built_from_its_crate_and_routed() {
         ("QueryAuditFunction", "query-audit", "GET", "/vault/secrets/{name}/audit"),
         ("PortalFunction", "portal", "GET", "/portal/vault"),
         ("PortalFunction", "portal", "GET", "/vault/openapi.json"),
+        ("McpFunction", "mcp", "GET", "/.well-known/oauth-protected-resource"),
+        ("McpFunction", "mcp", "GET", "/.well-known/oauth-protected-resource/vault/mcp"),
     ];
     // Every crate under functions/ (the one list of functions, which the scripts read through `cargo
     // metadata`) is a function of the template, and every function of the template is such a crate.
@@ -144,6 +146,12 @@ fn every_function_is_built_from_its_crate_and_routed() {
     for route in ["\"/vault/proxy/{name}\" = \"proxy\"", "\"/vault/proxy/{name}/{*path}\" = \"proxy\""] {
         assert!(cargo.contains(route), "Cargo.toml's watch router lacks {route}");
     }
+    // The MCP server answers any method at /vault/mcp (405 but for POST), locally and on AWS.
+    let mcp = &t["Resources"]["McpFunction"];
+    let mcp_events = format!("{:?}", mcp["Properties"]["Events"]);
+    assert!(mcp_events.contains("/vault/mcp") && mcp_events.contains("ANY"), "{mcp_events}");
+    assert!(mcp["Properties"]["Timeout"].as_u64().is_some_and(|s| s < 30), "below API Gateway's 30 s");
+    assert!(cargo.contains("\"/vault/mcp\" = \"mcp\""), "Cargo.toml's watch router lacks /vault/mcp");
     // The portal has no access to any table, and no configuration of its own.
     assert!(t["Resources"]["PortalFunction"]["Properties"]["Policies"].is_null());
     assert!(t["Resources"]["PortalFunction"]["Properties"]["Environment"].is_null());
@@ -168,7 +176,7 @@ fn every_function_is_built_from_its_crate_and_routed() {
 fn functions_get_least_privilege() {
     let t = template();
     let writes: &[&str] = &["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"];
-    let expected: [(&str, &[&str]); 10] = [
+    let expected: [(&str, &[&str]); 11] = [
         ("CreateSecretFunction", writes),
         ("GetSecretFunction", &["dynamodb:GetItem"]),
         ("ListSecretsFunction", &["dynamodb:Query"]),
@@ -179,12 +187,13 @@ fn functions_get_least_privilege() {
         ("ShredOrgFunction", &["dynamodb:DeleteItem"]),
         ("ProxyFunction", &["dynamodb:GetItem"]),
         ("ListVersionsFunction", &["dynamodb:GetItem", "dynamodb:Query"]),
+        ("McpFunction", &["dynamodb:GetItem", "dynamodb:Query"]),
     ];
     for (resource, secrets_actions) in expected {
         let statements = t["Resources"][resource]["Properties"]["Policies"][0]["Statement"].as_sequence().unwrap();
         let queries_index = ["RotateKeysFunction", "ShredOrgFunction", "ListSecretsFunction"].contains(&resource);
         let writes_versions = secrets_actions == writes;
-        let counts_uses = resource == "ProxyFunction";
+        let counts_uses = resource == "ProxyFunction" || resource == "McpFunction";
         let seals = SEALING_FUNCTIONS.contains(&resource);
         let keys_table = seals || resource == "ShredOrgFunction";
         let expected_statements = 2
@@ -222,7 +231,13 @@ fn functions_get_least_privilege() {
                 assert_eq!(leading[0].as_str(), Some(if counts_uses { "rate#*" } else { "seq#*" }), "{resource}");
             } else {
                 assert!(target.contains("AuditTable"), "{resource}: {target}");
-                assert_eq!(actions, ["dynamodb:PutItem"], "{resource}");
+                // Only the MCP server (its audit tool) also reads events.
+                let want: &[&str] = if resource == "McpFunction" {
+                    &["dynamodb:PutItem", "dynamodb:Query"]
+                } else {
+                    &["dynamodb:PutItem"]
+                };
+                assert_eq!(actions, want, "{resource}");
                 assert!(st.get("Condition").is_none(), "{resource}");
             }
         }
@@ -237,13 +252,14 @@ fn functions_get_least_privilege() {
 }
 
 /// The functions that seal or open values: the only ones given the key ring, or the right to decrypt it.
-const SEALING_FUNCTIONS: [&str; 6] = [
+const SEALING_FUNCTIONS: [&str; 7] = [
     "CreateSecretFunction",
     "GetSecretFunction",
     "BatchGetSecretsFunction",
     "RollbackSecretFunction",
     "RotateKeysFunction",
     "ProxyFunction",
+    "McpFunction",
 ];
 
 /// No function's configuration holds key material in the clear: the only key material in the template is
@@ -490,6 +506,21 @@ async fn every_function_calls_dynamodb_only_as_its_policy_allows() {
     let refused = send_proxy(&proxy, Call::new("POST", "/vault/proxy/metered/x").token(&app)).await;
     assert_eq!(refused.status, 403);
     check_calls(&t, "ProxyFunction", &log.take());
+
+    // The MCP server: a listing, a use through call_api, a refused one, and an audit query.
+    let log = CallLog::default();
+    let client = Client::from_conf(tv.client.config().to_builder().interceptor(log.clone()).build());
+    let mcp = proxy_over(&client, &[], token_vault::ProxyOptions::default()).await;
+    for call in [
+        mcp_tool(&app, "list_secrets", serde_json::json!({})),
+        mcp_tool(&app, "call_api", serde_json::json!({"name": "metered", "path": "/x"})),
+        mcp_tool(&app, "call_api", serde_json::json!({"name": "metered", "method": "POST", "path": "/x"})),
+        mcp_tool(&app, "audit", serde_json::json!({"name": "metered"})),
+    ] {
+        let r = send_mcp(&mcp, call).await;
+        assert!(r.status == 200 && r.json["result"].is_object(), "{}", r.body);
+    }
+    check_calls(&t, "McpFunction", &log.take());
 }
 
 fn check_calls(t: &Value, resource: &str, used: &[(String, String)]) {

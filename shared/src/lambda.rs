@@ -133,6 +133,22 @@ pub async fn serve_proxy() -> Result<(), lambda_http::Error> {
     .await
 }
 
+/// Runs the MCP function (`/vault/mcp`): the proxy's vault and upstream client, answering each JSON-RPC
+/// message with one buffered JSON response (stateless Streamable HTTP, behind API Gateway).
+pub async fn serve_mcp() -> Result<(), lambda_http::Error> {
+    init_logging();
+    let vault = vault_from_env_for(KeyUse::Required).await;
+    let proxy = Proxy::new(vault, ProxyOptions::default()).unwrap_or_else(|e| {
+        tracing::error!("refusing to start: {}", crate::error::chain(&e));
+        std::process::exit(1);
+    });
+    lambda_http::run(service_fn(|req: Request| {
+        let proxy = &proxy;
+        async move { Ok::<_, Infallible>(crate::mcp::handle_mcp(proxy, req).await) }
+    }))
+    .await
+}
+
 /// Runs the portal function: the static admin page and the OpenAPI document. It needs no configuration
 /// and no AWS client.
 pub async fn serve_portal() -> Result<(), lambda_http::Error> {

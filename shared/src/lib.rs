@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! lambda, portal        cold-start wiring; the admin page
+//! mcp                   the MCP server (tools that use secrets through the proxy)
 //! proxy                 the credential-injection proxy (streams the upstream's answer)
 //! http                  requests and responses
 //! service               the operations (and the operator jobs)
@@ -24,6 +25,7 @@ mod crypto;
 mod error;
 mod http;
 mod lambda;
+mod mcp;
 mod model;
 mod policy;
 mod portal;
@@ -40,7 +42,10 @@ pub use config::{
 pub use crypto::{Binding, MasterKey, OrgKey};
 pub use error::{ApiError, Code, chain};
 pub use http::{Operation, handle, validate_request};
-pub use lambda::{init_logging, sdk_config_loader, serve, serve_job, serve_portal, serve_proxy, vault_from_env};
+pub use lambda::{
+    init_logging, sdk_config_loader, serve, serve_job, serve_mcp, serve_portal, serve_proxy, vault_from_env,
+};
+pub use mcp::{MCP_PATH, RESOURCE_METADATA_PATH, handle_mcp};
 pub use model::{
     Access, AuditEvent, EventKind, Injection, Limits, Owner, Principal, RequestMeta, TokenKind, Upstream, UpstreamWire,
 };

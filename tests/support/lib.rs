@@ -583,6 +583,36 @@ pub async fn send_proxy(proxy: &token_vault::Proxy, call: Call) -> ProxyReply {
     ProxyReply { status, headers, body: resp.into_body() }
 }
 
+/// Sends `call` to the MCP handler over `proxy`, as a function URL (or API Gateway) would.
+pub async fn send_mcp(proxy: &token_vault::Proxy, call: Call) -> Reply {
+    let req = lambda_http::request::from_str(&call.function_url_event().to_string()).expect("event parses");
+    let resp = token_vault::handle_mcp(proxy, req).await;
+    let status = resp.status().as_u16();
+    let headers =
+        resp.headers().iter().map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned())).collect();
+    let body = match resp.body() {
+        lambda_http::Body::Text(t) => t.clone(),
+        lambda_http::Body::Binary(b) => String::from_utf8_lossy(b).into_owned(),
+        _ => String::new(),
+    };
+    let json = serde_json::from_str(&body).unwrap_or(Value::Null);
+    body_buffer().lock().unwrap_or_else(|e| e.into_inner()).push(body.clone());
+    Reply { status, headers, body, json }
+}
+
+/// A JSON-RPC request to `/vault/mcp`.
+pub fn mcp_call(token: &str, method: &str, params: Value) -> Call {
+    Call::new("POST", "/vault/mcp")
+        .token(token)
+        .header("accept", "application/json, text/event-stream")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
+}
+
+/// A `tools/call` of `tool` with `arguments`.
+pub fn mcp_tool(token: &str, tool: &str, arguments: Value) -> Call {
+    mcp_call(token, "tools/call", json!({"name": tool, "arguments": arguments}))
+}
+
 pub fn s(item: &Item, key: &str) -> String {
     item.get(key).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default()
 }
@@ -614,6 +644,11 @@ pub fn m2m(org: &str, client: &str) -> String {
 
 pub fn m2m_scoped(org: &str, client: &str, scope: &str) -> String {
     sign(&vault_dev::m2m_claims(ISSUER, AUDIENCE, org, client, scope, 600))
+}
+
+/// An M2M token that expired ten minutes ago.
+pub fn expired_m2m(org: &str, client: &str) -> String {
+    sign(&vault_dev::m2m_claims(ISSUER, AUDIENCE, org, client, "", -600))
 }
 
 /// A user token.

@@ -20,10 +20,10 @@ use crate::error::ApiError;
 use crate::model::RequestMeta;
 use crate::service::{PutAction, Vault};
 use request::{Parsed, parse};
-use response::{EventView, batch_response, json_response, list_body, secret_response, versions_body, with_etag};
+use response::{batch_response, json_response, list_body, secret_response, versions_body, with_etag};
 
 pub(crate) use request::raw_path;
-pub(crate) use response::{error_json, error_response};
+pub(crate) use response::{EventView, error_json, error_response};
 
 /// The operations, one per Lambda function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

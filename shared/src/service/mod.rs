@@ -55,6 +55,7 @@ pub struct Vault {
     audit_timeout: Duration,
     request_timeout: Duration,
     proxy: ProxySettings,
+    issuer: String,
 }
 
 impl std::fmt::Debug for Vault {
@@ -85,6 +86,7 @@ impl Vault {
             audit_timeout: config.audit_timeout,
             request_timeout: config.request_timeout,
             proxy: config.proxy,
+            issuer: config.jwt.issuer.clone(),
         })
     }
 
@@ -96,6 +98,11 @@ impl Vault {
     /// The overall deadline of one request (`VAULT_REQUEST_TIMEOUT_MS`).
     pub fn request_timeout(&self) -> Duration {
         self.request_timeout
+    }
+
+    /// The issuer tokens must come from (the identity provider the MCP metadata names).
+    pub fn issuer(&self) -> &str {
+        &self.issuer
     }
 
     /// How the proxy calls upstreams.
