@@ -23,7 +23,7 @@ struct Input {
     body: Vec<u8>,
 }
 
-const OPERATIONS: [Operation; 7] = [
+const OPERATIONS: [Operation; 8] = [
     Operation::Create,
     Operation::Get,
     Operation::List,
@@ -31,6 +31,7 @@ const OPERATIONS: [Operation; 7] = [
     Operation::BatchGet,
     Operation::Rollback,
     Operation::Audit,
+    Operation::Versions,
 ];
 
 fuzz_target!(|input: Input| {
