@@ -143,12 +143,56 @@ fn percent_encode(value: &[u8]) -> String {
     out
 }
 
-/// The forms of a value an answer may echo: as sent, percent-encoded, and escaped in a JSON string.
-fn scrub_patterns(value: &str) -> Vec<Vec<u8>> {
-    let mut patterns = vec![value.as_bytes().to_vec(), percent_encode(value.as_bytes()).into_bytes()];
+/// The forms of a value an answer may echo: as sent; percent-encoded (upper- and lower-case hex); and
+/// escaped in a JSON string as common serializers write it (serde's minimal escaping; PHP's `\/`; Go's
+/// HTML-safe `\u003c`, `\u003e`, `\u0026`, `\u2028`, `\u2029`; ASCII-only output, every other character
+/// as `\uXXXX` in either case, as Python's and PHP's defaults write it).
+pub(crate) fn scrub_patterns(value: &str) -> Vec<Vec<u8>> {
+    let upper = percent_encode(value.as_bytes());
+    let lower: String = {
+        // Only the hex digits after `%` change case; the rest is the value's own text.
+        let mut out = String::with_capacity(upper.len());
+        let mut hex = 0;
+        for c in upper.chars() {
+            if c == '%' {
+                hex = 2;
+                out.push(c);
+            } else if hex > 0 {
+                hex -= 1;
+                out.push(c.to_ascii_lowercase());
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    };
+    let mut patterns = vec![value.as_bytes().to_vec(), upper.into_bytes(), lower.into_bytes()];
     if let Ok(json) = serde_json::to_string(value) {
-        patterns.push(json.as_bytes()[1..json.len() - 1].to_vec());
+        let base = &json[1..json.len() - 1];
+        let escape = |s: &str, f: &dyn Fn(char) -> Option<String>| -> String {
+            s.chars().map(|c| f(c).unwrap_or_else(|| c.to_string())).collect()
+        };
+        let unicode = |c: char, upper: bool| -> String {
+            let mut units = [0u16; 2];
+            c.encode_utf16(&mut units)
+                .iter()
+                .map(|u| if upper { format!("\\u{u:04X}") } else { format!("\\u{u:04x}") })
+                .collect()
+        };
+        let slash = |c: char| (c == '/').then(|| "\\/".to_owned());
+        let html = |c: char| matches!(c, '<' | '>' | '&' | '\u{2028}' | '\u{2029}').then(|| unicode(c, false));
+        let ascii = |upper: bool| move |c: char| (!c.is_ascii()).then(|| unicode(c, upper));
+        patterns.push(base.as_bytes().to_vec());
+        patterns.push(escape(base, &slash).into_bytes());
+        patterns.push(escape(base, &html).into_bytes());
+        for upper in [false, true] {
+            let ascii_only = escape(base, &ascii(upper));
+            patterns.push(escape(&ascii_only, &slash).into_bytes());
+            patterns.push(ascii_only.into_bytes());
+        }
     }
+    patterns.sort();
+    patterns.dedup();
     patterns
 }
 
@@ -397,5 +441,19 @@ mod tests {
         assert!(patterns.contains(&b"k/1+\"x\"".to_vec()));
         assert!(patterns.contains(&b"k%2F1%2B%22x%22".to_vec()));
         assert!(patterns.contains(&b"k/1+\\\"x\\\"".to_vec()));
+        assert!(patterns.contains(&b"k%2f1%2b%22x%22".to_vec()), "lower-case percent escapes");
+        assert!(patterns.contains(&b"k\\/1+\\\"x\\\"".to_vec()), "PHP's escaped slash");
+        let go = scrub_patterns("a<b>&c");
+        assert!(go.contains(&b"a\\u003cb\\u003e\\u0026c".to_vec()), "Go's HTML-safe escapes");
+        let text = scrub_patterns("k\u{e9}y\u{1f511}/");
+        for form in ["k\\u00e9y\\ud83d\\udd11/", "k\\u00E9y\\uD83D\\uDD11/", "k\\u00e9y\\ud83d\\udd11\\/"] {
+            assert!(text.contains(&form.as_bytes().to_vec()), "{form}");
+        }
+        // Every pattern decodes, as JSON or percent-encoding, back to the value itself.
+        for p in &text {
+            let s = String::from_utf8(p.clone()).unwrap();
+            let decoded: Option<String> = serde_json::from_str(&format!("\"{s}\"")).ok();
+            assert!(decoded.as_deref() == Some("k\u{e9}y\u{1f511}/") || s.contains('%'), "{s}");
+        }
     }
 }
