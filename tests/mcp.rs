@@ -162,7 +162,8 @@ async fn tools_use_secrets_and_never_return_a_value() {
         "{}",
         r.body
     );
-    let echoed = &res["structuredContent"]["body"];
+    // The body comes back as the upstream's text, never decoded here.
+    let echoed: Value = serde_json::from_str(res["structuredContent"]["body"].as_str().unwrap()).unwrap();
     assert_eq!(echoed["target"], "/v1/chat/completions?stream=false");
     assert_eq!(serde_json::from_str::<Value>(echoed["body"].as_str().unwrap()).unwrap(), json!({"model": "gpt-test"}));
     let auth = echoed["headers"].as_array().unwrap().iter().find(|h| h[0] == "authorization").unwrap();
@@ -182,7 +183,8 @@ async fn tools_use_secrets_and_never_return_a_value() {
         let r = send_mcp(&proxy, mcp_tool(&token, "call_api", args.clone())).await;
         let res = result(&r);
         assert_eq!(res["isError"], true, "{args}");
-        assert_eq!(res["structuredContent"]["body"]["error"]["code"], code, "{}", r.body);
+        let body: Value = serde_json::from_str(res["structuredContent"]["body"].as_str().unwrap()).unwrap();
+        assert_eq!(body["error"]["code"], code, "{}", r.body);
         assert!(!r.body.contains(VALUE));
     }
     let other = m2m(ORG, "someone-else");
@@ -205,4 +207,41 @@ async fn tools_use_secrets_and_never_return_a_value() {
     assert!(!r.body.contains(VALUE));
     let r = send_mcp(&proxy, mcp_tool(&token, "audit", json!({"sinceHours": 0}))).await;
     assert_eq!(r.json["error"]["code"], -32602);
+    let r = send_mcp(&proxy, mcp_tool(&token, "audit", json!({"event": "vault.secret.nonsense"}))).await;
+    assert_eq!(r.json["error"]["code"], -32602);
+}
+
+/// A value with a slash and non-ASCII text, echoed by an upstream in the forms common serializers write
+/// (PHP's `\/`, Python's ASCII-only `\u00e9`, Go's HTML-safe escapes, lower-case percent-encoding): none of
+/// them, and not the value itself, reaches the model.
+#[tokio::test]
+async fn a_value_echoed_in_any_common_escaping_is_scrubbed_before_the_model_sees_it() {
+    let (tv, proxy) = stack().await;
+    let token = m2m(ORG, "agent");
+    let value = "sk/live+d\u{e9}j\u{e0}<vu>&9f8e";
+    let json_forms = [
+        "sk/live+d\\u00e9j\\u00e0<vu>&9f8e".to_owned(),
+        "sk\\/live+d\\u00e9j\\u00e0<vu>&9f8e".to_owned(),
+        "sk/live+d\u{e9}j\u{e0}\\u003cvu\\u003e\\u00269f8e".to_owned(),
+        "sk%2flive%2bd%c3%a9j%c3%a0%3cvu%3e%269f8e".to_owned(),
+    ];
+    let echo: Respond = {
+        let forms = json_forms.clone();
+        Arc::new(move |_, mut conn| {
+            let body = format!("{{\"forms\": [\"{}\"]}}", forms.join("\", \""));
+            Box::pin(async move { conn.send(200, &[("content-type", "application/json")], body.as_bytes()).await })
+        })
+    };
+    let upstream = TestUpstream::http(echo).await;
+    let body = json!({"name": "escaped", "value": value, "access": "use-only", "upstream": {"baseUrl": upstream.http_url("")}});
+    assert_eq!(tv.send(put(&token, body)).await.status, 201);
+    let r = send_mcp(&proxy, mcp_tool(&token, "call_api", json!({"name": "escaped", "path": "/x"}))).await;
+    let res = result(&r);
+    assert_eq!(res["structuredContent"]["status"], 200, "{}", r.body);
+    let text = res["structuredContent"]["body"].as_str().unwrap();
+    assert_eq!(text.matches("[REDACTED]").count(), json_forms.len(), "{text}");
+    for form in &json_forms {
+        assert!(!r.body.contains(form.as_str()) && !text.contains(form.as_str()), "{form} reached the model");
+    }
+    assert!(!r.body.contains(value) && !r.body.contains("sk/live") && !r.body.contains("sk\\/live"), "{}", r.body);
 }

@@ -151,6 +151,11 @@ fn every_function_is_built_from_its_crate_and_routed() {
     let mcp_events = format!("{:?}", mcp["Properties"]["Events"]);
     assert!(mcp_events.contains("/vault/mcp") && mcp_events.contains("ANY"), "{mcp_events}");
     assert!(mcp["Properties"]["Timeout"].as_u64().is_some_and(|s| s < 30), "below API Gateway's 30 s");
+    // It checks tokens itself (a 401 must name its metadata), and the metadata is public: API Gateway's
+    // JWT authorizer stays off its routes.
+    for (name, event) in mcp["Properties"]["Events"].as_mapping().unwrap() {
+        assert_eq!(event["Properties"]["Auth"]["Authorizer"].as_str(), Some("NONE"), "{name:?}");
+    }
     assert!(cargo.contains("\"/vault/mcp\" = \"mcp\""), "Cargo.toml's watch router lacks /vault/mcp");
     // The portal has no access to any table, and no configuration of its own.
     assert!(t["Resources"]["PortalFunction"]["Properties"]["Policies"].is_null());

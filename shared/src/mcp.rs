@@ -23,7 +23,7 @@ use tracing::Instrument;
 
 use crate::error::ApiError;
 use crate::http::{EventView, error_json, log_failure, raw_path, request_meta};
-use crate::model::{Principal, RequestMeta};
+use crate::model::{EventKind, Principal, RequestMeta};
 use crate::proxy::{PROXY_PATH, Proxy, handle_proxy};
 use crate::rules::{MAX_AUDIT_RANGE_DAYS, MAX_PROXY_BODY_BYTES, validate_name};
 use crate::service::{AuditQuery, ListTarget};
@@ -35,8 +35,9 @@ pub const MCP_PATH: &str = "/vault/mcp";
 /// The protected-resource metadata (RFC 9728), at the root and with the resource's path appended.
 pub const RESOURCE_METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
 
-/// The protocol revisions this server speaks, newest first.
-const PROTOCOL_VERSIONS: [&str; 4] = ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
+/// The protocol revisions this server speaks, newest first. (2025-03-26 and earlier require JSON-RPC
+/// batches, which a stateless one-answer-per-request server does not take.)
+const PROTOCOL_VERSIONS: [&str; 2] = ["2025-11-25", "2025-06-18"];
 
 /// The largest MCP request body read (a `call_api` body plus its envelope).
 const MAX_MCP_REQUEST_BYTES: usize = MAX_PROXY_BODY_BYTES + 64 * 1024;
@@ -126,7 +127,7 @@ async fn route(proxy: &Proxy, meta: &RequestMeta, req: Request) -> Response<Body
             );
         }
     };
-    let Some(msg) = message.as_object() else {
+    let Value::Object(mut msg) = message else {
         let why = "Send one JSON-RPC message (an object); batches are not supported.";
         return rpc_response(StatusCode::BAD_REQUEST, &rpc_error(Value::Null, INVALID_REQUEST, why));
     };
@@ -135,23 +136,25 @@ async fn route(proxy: &Proxy, meta: &RequestMeta, req: Request) -> Response<Body
         return rpc_response(StatusCode::BAD_REQUEST, &rpc_error(id, INVALID_REQUEST, "jsonrpc must be \"2.0\"."));
     }
     // Notifications and responses sent to the server are accepted and need no answer.
-    let (Some(id), Some(method)) = (msg.get("id"), msg.get("method").and_then(Value::as_str)) else {
+    let Some(id) = msg.remove("id").filter(|_| !msg.contains_key("result") && !msg.contains_key("error")) else {
         let mut resp = Response::new(Body::Empty);
         *resp.status_mut() = StatusCode::ACCEPTED;
         return resp;
     };
     if !(id.is_string() || id.is_i64() || id.is_u64()) {
-        return rpc_response(
-            StatusCode::BAD_REQUEST,
-            &rpc_error(Value::Null, INVALID_REQUEST, "id must be a string or an integer."),
-        );
+        let why = "id must be a string or an integer.";
+        return rpc_response(StatusCode::BAD_REQUEST, &rpc_error(Value::Null, INVALID_REQUEST, why));
     }
-    let params = msg.get("params").cloned().unwrap_or(Value::Object(Map::new()));
+    let Some(Value::String(method)) = msg.remove("method") else {
+        return rpc_response(StatusCode::BAD_REQUEST, &rpc_error(id, INVALID_REQUEST, "method must be a string."));
+    };
+    let method = method.as_str();
+    let mut params = msg.remove("params").unwrap_or(Value::Object(Map::new()));
     let answer = match method {
         "initialize" => Ok(initialize(&params)),
         "ping" => Ok(json!({})),
         "tools/list" => Ok(json!({"tools": tools()})),
-        "tools/call" => call_tool(proxy, meta, &principal, &req, &params).await,
+        "tools/call" => call_tool(proxy, meta, &principal, &req, &mut params).await,
         other => Err((METHOD_NOT_FOUND, format!("No method {other:?} here; this server offers tools only."))),
     };
     let body = match answer {
@@ -246,17 +249,21 @@ fn tool_refusal(e: &ApiError) -> Value {
     tool_result(json!({"error": {"code": e.code().as_str(), "message": e.public_message()}}), true)
 }
 
-async fn call_tool(proxy: &Proxy, meta: &RequestMeta, p: &Principal, req: &Request, params: &Value) -> RpcResult {
-    let name = params["name"].as_str().ok_or_else(|| invalid("params.name (the tool) is required."))?;
-    let args = match &params["arguments"] {
-        Value::Null => Map::new(),
-        Value::Object(m) => m.clone(),
-        _ => return Err(invalid("params.arguments must be an object.")),
+async fn call_tool(proxy: &Proxy, meta: &RequestMeta, p: &Principal, req: &Request, params: &mut Value) -> RpcResult {
+    let args = match params.get_mut("arguments").map(Value::take) {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => m,
+        Some(_) => return Err(invalid("params.arguments must be an object.")),
     };
+    let name = params["name"].as_str().ok_or_else(|| invalid("params.name (the tool) is required."))?;
+    // Below the function's timeout, as on every route: a slow DynamoDB ends in a refusal, not a lost
+    // answer. (call_api's upstream call is bounded by the proxy's own deadline.)
+    let deadline = proxy.vault().request_timeout();
+    let timed_out = || ApiError::unavailable("the request deadline passed");
     let outcome = match name {
         "list_secrets" => {
             no_unknown(&args, &[])?;
-            list_secrets(proxy, meta, p).await
+            tokio::time::timeout(deadline, list_secrets(proxy, meta, p)).await.unwrap_or_else(|_| Err(timed_out()))
         }
         "call_api" => {
             no_unknown(&args, &["name", "method", "path", "query", "body", "headers"])?;
@@ -264,7 +271,7 @@ async fn call_tool(proxy: &Proxy, meta: &RequestMeta, p: &Principal, req: &Reque
         }
         "audit" => {
             no_unknown(&args, &["name", "sinceHours", "event", "limit"])?;
-            audit(proxy, p, &args).await?
+            tokio::time::timeout(deadline, audit(proxy, p, &args)).await.unwrap_or_else(|_| Ok(Err(timed_out())))?
         }
         other => return Err(invalid(format!("No tool {other:?}; see tools/list."))),
     };
@@ -343,8 +350,11 @@ async fn audit(
     let limit = int("limit", 20, 100)?;
     let event = match args.get("event") {
         None => None,
-        Some(Value::String(e)) if !e.is_empty() && e.len() <= 64 => Some(e.clone()),
-        Some(_) => return Err(invalid("event must be an event name such as vault.secret.used.")),
+        Some(Value::String(e)) if EventKind::ALL.iter().any(|k| k.as_str() == e) => Some(e.clone()),
+        Some(_) => {
+            let known: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+            return Err(invalid(format!("event must be one of {}.", known.join(", "))));
+        }
     };
     let to = OffsetDateTime::now_utc();
     let query = AuditQuery {
@@ -461,16 +471,19 @@ async fn call_api(proxy: &Proxy, outer: &Request, args: &Map<String, Value>) -> 
     if let Some(ra) = retry_after {
         answer["retryAfter"] = ra.into();
     }
-    match String::from_utf8(bytes) {
-        Ok(text) => {
-            // A JSON answer is returned as JSON, which a model reads best.
-            let parsed = if truncated { None } else { serde_json::from_str::<Value>(&text).ok() };
-            answer["body"] = parsed.unwrap_or(Value::String(text));
-        }
-        Err(e) => {
-            use base64::Engine;
-            answer["bodyBase64"] = base64::engine::general_purpose::STANDARD.encode(e.as_bytes()).into();
-        }
+    // The body as the proxy relayed it (the value scrubbed in every form it knows), as text: never
+    // parsed here, since decoding an escape the scrubber does not know would turn it back into the value.
+    // A cut may split a character: the text then ends before it.
+    let valid = match std::str::from_utf8(&bytes) {
+        Ok(_) => bytes.len(),
+        Err(e) if truncated && e.error_len().is_none() => e.valid_up_to(),
+        Err(_) => usize::MAX,
+    };
+    if valid <= bytes.len() {
+        answer["body"] = String::from_utf8_lossy(&bytes[..valid]).into_owned().into();
+    } else {
+        use base64::Engine;
+        answer["bodyBase64"] = base64::engine::general_purpose::STANDARD.encode(&bytes).into();
     }
     if truncated {
         answer["truncated"] = true.into();
@@ -490,28 +503,26 @@ fn form_encode(s: &str) -> String {
     out
 }
 
-/// The URL clients reach this stack at: the `Host` they called (else API Gateway's domain), over HTTPS
-/// except on loopback (the local stack).
+/// The URL clients reach this stack at: API Gateway's domain over HTTPS (a mapped custom domain is what
+/// API Gateway reports); on the local stack, which reports `localhost`, the `Host` it was called at,
+/// over plain HTTP on loopback.
 fn public_base(req: &Request) -> String {
-    let valid = |h: &&str| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
-    let from_context = match req.request_context_ref() {
-        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.domain_name.clone(),
-        _ => None,
+    let valid = |h: &str| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+    let loopback = |host: &str| {
+        let name = match host.rsplit_once(':') {
+            Some((n, port)) if port.bytes().all(|b| b.is_ascii_digit()) => n,
+            _ => host,
+        };
+        matches!(name, "localhost" | "127.0.0.1" | "[::1]")
     };
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(valid)
-        .map(str::to_owned)
-        .or(from_context.filter(|d| valid(&d.as_str())))
-        .unwrap_or_else(|| "localhost".to_owned());
-    let name = match host.rsplit_once(':') {
-        Some((n, port)) if port.bytes().all(|b| b.is_ascii_digit()) => n,
-        _ => host.as_str(),
-    };
-    let loopback = matches!(name, "localhost" | "127.0.0.1" | "[::1]");
-    format!("{}://{host}", if loopback { "http" } else { "https" })
+    if let Some(RequestContext::ApiGatewayV2(ctx)) = req.request_context_ref()
+        && let Some(domain) = ctx.domain_name.as_deref().filter(|d| valid(d) && !loopback(d))
+    {
+        return format!("https://{domain}");
+    }
+    let host =
+        req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).filter(|h| valid(h)).unwrap_or("localhost");
+    format!("{}://{host}", if loopback(host) { "http" } else { "https" })
 }
 
 fn rpc_error(id: Value, code: i64, message: &str) -> Value {
@@ -540,6 +551,7 @@ fn http_error(e: &ApiError, base: &str) -> Response<Body> {
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     for (name, value) in e.headers("POST") {
         h.insert(name, value);
     }
@@ -575,7 +587,8 @@ mod tests {
 
     #[test]
     fn initialize_agrees_on_a_version_both_speak() {
-        assert_eq!(initialize(&json!({"protocolVersion": "2025-03-26"}))["protocolVersion"], "2025-03-26");
+        assert_eq!(initialize(&json!({"protocolVersion": "2025-06-18"}))["protocolVersion"], "2025-06-18");
+        assert_eq!(initialize(&json!({"protocolVersion": "2025-03-26"}))["protocolVersion"], PROTOCOL_VERSIONS[0]);
         assert_eq!(initialize(&json!({"protocolVersion": "1999-01-01"}))["protocolVersion"], PROTOCOL_VERSIONS[0]);
     }
 

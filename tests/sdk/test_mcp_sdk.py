@@ -107,11 +107,12 @@ class McpSdk(unittest.TestCase):
 
         self.assertFalse(called.is_error, called)
         self.assertEqual(called.structured_content["status"], 200)
-        self.assertEqual(called.structured_content["body"], {"forecast": "sunny", "path": "/v1/forecast?city=Oslo"})
+        # The upstream's body, as text (as scrubbed, never decoded by the vault).
+        self.assertEqual(json.loads(called.structured_content["body"]), {"forecast": "sunny", "path": "/v1/forecast?city=Oslo"})
         self.assertEqual(received[-1]["authorization"], "Bearer " + KEY, "the upstream got the real key")
 
         self.assertTrue(refused.is_error)
-        self.assertEqual(refused.structured_content["body"]["error"]["code"], "method_not_permitted")
+        self.assertEqual(json.loads(refused.structured_content["body"])["error"]["code"], "method_not_permitted")
         events = [e["event"] for e in audit.structured_content["events"]]
         self.assertIn("vault.secret.used", events)
 

@@ -38,30 +38,35 @@ impl Store {
     /// any legacy `<name>#v<n>` records), metadata only, in one strongly consistent Query. Which of them
     /// belong to the live secret is the caller's to decide.
     pub async fn version_records(&self, org_id: &str, owner: &Owner, name: &str) -> Result<Vec<SecretItem>, ApiError> {
-        let out = self
-            .client
-            .query()
-            .table_name(&self.secrets_table)
-            .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
-            .expression_attribute_names("#pk", schema::PK)
-            .expression_attribute_names("#sk", schema::SK)
-            .expression_attribute_values(":pk", s(partition_key(org_id, owner)))
-            // Names never hold `#`, so this prefix matches this secret's records alone.
-            .expression_attribute_values(":prefix", s(format!("{name}#v")))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        out.items
-            .unwrap_or_default()
-            .iter()
-            .map(|item| {
-                let mut secret = secret_from_item(owner, item, false)?;
+        let mut records = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.secrets_table)
+                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+                .expression_attribute_names("#pk", schema::PK)
+                .expression_attribute_names("#sk", schema::SK)
+                .expression_attribute_values(":pk", s(partition_key(org_id, owner)))
+                // Names never hold `#`, so this prefix matches this secret's records alone.
+                .expression_attribute_values(":prefix", s(format!("{name}#v")))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(unavailable)?;
+            for item in out.items.unwrap_or_default() {
+                let mut secret = secret_from_item(owner, &item, false)?;
                 secret.name = name.to_owned();
-                secret.expires_at = get_n(item, schema::EXPIRED_AT)?;
-                Ok(secret)
-            })
-            .collect()
+                secret.expires_at = get_n(&item, schema::EXPIRED_AT)?;
+                records.push(secret);
+            }
+            match out.last_evaluated_key {
+                Some(key) => start = Some(key),
+                None => return Ok(records),
+            }
+        }
     }
 
     /// Reads many secrets at once (strongly consistent) with `BatchGetItem`, retrying what DynamoDB
