@@ -102,13 +102,16 @@ impl fmt::Debug for Api {
 pub fn http_client() -> Result<reqwest::Client, Failure> {
     reqwest::Client::builder()
         .user_agent(concat!("tvault/", env!("CARGO_PKG_VERSION")))
+        // A redirect would re-send the token (and a body holding a value or a client secret) to wherever
+        // it points: never followed.
+        .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(30))
         .build()
         .map_err(|e| Failure::Other(format!("could not set up the HTTP client: {e}")))
 }
 
-/// Describes a transport error without its URL's query (none of ours hold secrets, but stay safe).
+/// Describes a transport error (the URLs tvault calls hold no secret).
 pub fn unreachable(what: &str, url: &str, e: &reqwest::Error) -> Failure {
     let why = if e.is_timeout() {
         "timed out".to_owned()

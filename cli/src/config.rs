@@ -89,6 +89,22 @@ fn check_url(url: &str) -> Result<(), Failure> {
     if parsed.query().is_some() || parsed.fragment().is_some() || !parsed.username().is_empty() {
         return Err(Failure::Invalid(format!("{url:?}: give the base URL alone (no query, fragment or user)")));
     }
+    check_transport(&parsed)
+}
+
+/// Tokens and secrets travel over HTTPS; plain HTTP only to this machine (the local stack).
+pub fn check_transport(url: &reqwest::Url) -> Result<(), Failure> {
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    if url.scheme() == "http" && !loopback {
+        return Err(Failure::Invalid(format!(
+            "{url} is plain HTTP to another machine: tokens and secrets would travel unencrypted; use https://"
+        )));
+    }
     Ok(())
 }
 
@@ -203,6 +219,10 @@ mod tests {
         assert_eq!(vault_url(Some("http://127.0.0.1:9000/"), &file).unwrap(), "http://127.0.0.1:9000");
         assert!(matches!(vault_url(Some("ftp://x"), &file), Err(Failure::Invalid(_))));
         assert!(matches!(vault_url(Some("https://x/?a=1"), &file), Err(Failure::Invalid(_))));
+        assert!(matches!(vault_url(Some("http://vault.example.com"), &file), Err(Failure::Invalid(_))));
+        assert!(
+            vault_url(Some("http://localhost:9000"), &file).is_ok() && vault_url(Some("http://[::1]:9"), &file).is_ok()
+        );
         assert!(matches!(vault_url(None, &file), Err(Failure::Usage(_))));
         let with = FileConfig { url: Some("https://vault.example".into()), ..FileConfig::default() };
         assert_eq!(vault_url(None, &with).unwrap(), "https://vault.example");

@@ -188,6 +188,8 @@ enum Command {
   printf %s \"$TOKEN\" | tvault login --token-stdin")]
     Login(Login),
     /// Forget the token `tvault login` cached.
+    #[command(after_help = "Example:
+  tvault logout")]
     Logout,
 }
 
@@ -231,7 +233,7 @@ struct Put {
     #[arg(long, value_name = "NAME", requires = "upstream", conflicts_with = "query_param")]
     header: Option<String>,
     /// The header's template, with {value} (default "Bearer {value}").
-    #[arg(long, value_name = "TEMPLATE", requires = "header")]
+    #[arg(long, value_name = "TEMPLATE", requires = "upstream", conflicts_with = "query_param")]
     template: Option<String>,
     /// Inject the value as this query parameter instead of a header.
     #[arg(long, value_name = "NAME", requires = "upstream")]
@@ -423,6 +425,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 let page = cx.api.call(Method::GET, "/vault/secrets", &q, None, None).await?;
                 secrets.extend(page["secrets"].as_array().cloned().unwrap_or_default());
                 match page["nextToken"].as_str() {
+                    Some(t) if q.iter().any(|(k, v)| *k == "nextToken" && v == t) => {
+                        return Err(Failure::Other("the vault returned the same nextToken twice".into()));
+                    }
                     Some(t) => next = Some(t.to_owned()),
                     None => break,
                 }
@@ -526,6 +531,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 let page = cx.api.call(Method::GET, &path, &q, None, None).await?;
                 events.extend(page["events"].as_array().cloned().unwrap_or_default());
                 match page["nextToken"].as_str() {
+                    Some(t) if q.iter().any(|(k, v)| *k == "nextToken" && v == t) => {
+                        return Err(Failure::Other("the vault returned the same nextToken twice".into()));
+                    }
                     Some(t) if (events.len() as u64) < limit => next = Some(t.to_owned()),
                     _ => break,
                 }
@@ -556,6 +564,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Run { env, client, command } => self::run_command(&cx, env, client, command).await,
         Command::ProxyEnv { name, sdk, client } => {
+            if client.client.is_some() {
+                return Err(Failure::Usage("the proxy uses the token's own secrets; --client does not apply".into()));
+            }
             // Check first that the proxy can use it: it exists for this caller and has an upstream.
             let path = format!("/vault/secrets/{}/versions", segment(&name)?);
             let body = cx.api.call(Method::GET, &path, &client_query(&client), None, None).await?;
@@ -563,9 +574,6 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 return Err(Failure::Invalid(format!(
                     "{name} has no upstream, so the proxy cannot use it: write it with --upstream URL (and --use-only)"
                 )));
-            }
-            if client.client.is_some() {
-                return Err(Failure::Usage("the proxy uses the token's own secrets; --client does not apply".into()));
             }
             let base = format!("{}/vault/proxy/{}", cx.proxy_url, segment(&name)?);
             let (url_var, key_var) = match sdk {
@@ -754,6 +762,8 @@ async fn run_command(
     }
     let mut cmd = std::process::Command::new(&command[0]);
     cmd.args(&command[1..]);
+    // The program gets the keys it was given, not the vault token that could read every other secret.
+    cmd.env_remove("TOKEN_VAULT_TOKEN").env_remove("TOKEN_VAULT_TOKEN_FILE");
     for (var, name) in &env {
         let secret = read["secrets"]
             .as_array()
@@ -823,7 +833,10 @@ async fn login(l: Login, json_out: bool) -> Result<(), Failure> {
         form.extend(l.audience.as_deref().map(|a| ("audience", a)));
         form.extend(l.resource.as_deref().map(|r| ("resource", r)));
         form.extend(l.scope.as_deref().map(|s| ("scope", s)));
-        let mut req = http.post(&endpoint).header(reqwest::header::ACCEPT, "application/json");
+        let parsed =
+            reqwest::Url::parse(&endpoint).map_err(|e| Failure::Invalid(format!("{endpoint:?} is not a URL: {e}")))?;
+        config::check_transport(&parsed)?;
+        let mut req = http.post(parsed).header(reqwest::header::ACCEPT, "application/json");
         match l.client_auth {
             ClientAuth::Basic => req = req.basic_auth(form_encode(&client_id), Some(form_encode(client_secret))),
             ClientAuth::Post => {
@@ -854,7 +867,9 @@ async fn login(l: Login, json_out: bool) -> Result<(), Failure> {
             .filter(|t| !t.is_empty())
             .ok_or_else(|| Failure::Other("the token endpoint answered without an access_token".into()))?
             .to_owned();
-        let expires_at = body["expires_in"].as_i64().map(|s| config::now() + s).or_else(|| config::jwt_expiry(&token));
+        // `expires_in` is a number (RFC 6749, 5.1); some providers send it as a string.
+        let expires_in = body["expires_in"].as_i64().or_else(|| body["expires_in"].as_str()?.trim().parse().ok());
+        let expires_at = expires_in.map(|s| config::now() + s).or_else(|| config::jwt_expiry(&token));
         config::CachedToken {
             access_token: token,
             expires_at,

@@ -236,6 +236,25 @@ fn every_failure_has_its_exit_code_and_the_apis_message() {
     assert_eq!(code(&u.run(&["put", &name, "--if-match", "5"], b"v2")), Some(7));
     u.ok(&["put", &name, "--if-match", "1"], b"v2");
 
+    // 1: the vault failed (a 500): its message, and the generic code.
+    let failing = TcpListener::bind("127.0.0.1:0").unwrap();
+    let failing_url = format!("http://{}", failing.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = failing.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
+            line.clear();
+        }
+        let body =
+            r#"{"success":false,"error":{"code":"internal_error","message":"Something went wrong on our side."}}"#;
+        write!(stream, "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+    });
+    let out = u.command(&["ls"]).env("TOKEN_VAULT_URL", &failing_url).output().unwrap();
+    server.join().unwrap();
+    assert_eq!(code(&out), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("Something went wrong on our side. (internal_error, HTTP 500)"), "{}", stderr(&out));
+
     // 2: usage (a missing argument, an unknown flag, no URL at all).
     assert_eq!(code(&u.run(&["get"], b"")), Some(2));
     assert_eq!(code(&u.run(&["ls", "--bogus"], b"")), Some(2));
@@ -305,6 +324,9 @@ fn run_reads_once_execs_and_refuses_to_start_without_every_secret() {
     let (ea, eb) = (format!("A={a}"), format!("B={b}"));
     let out = u.ok(&["run", "--env", &ea, "--env", &eb, "--", "sh", "-c", "printf '%s:%s' \"$A\" \"$B\""], b"");
     assert_eq!(out.stdout, b"alpha:beta");
+    // The program gets its keys, not the vault token that could read every other secret.
+    let out = u.ok(&["run", "--env", &ea, "--", "sh", "-c", "printf '%s' \"${TOKEN_VAULT_TOKEN:-none}\""], b"");
+    assert_eq!(out.stdout, b"none");
     // The program's exit status is tvault's.
     assert_eq!(code(&u.run(&["run", "--env", &ea, "--", "sh", "-c", "exit 42"], b"")), Some(42));
     // A missing secret: the program never starts.
@@ -497,7 +519,7 @@ fn login_runs_the_client_credentials_grant_and_caches_the_token_privately() {
 
 #[test]
 fn every_command_has_help_with_an_example() {
-    for cmd in ["put", "get", "ls", "rm", "history", "rollback", "audit", "run", "proxy-env", "login"] {
+    for cmd in ["put", "get", "ls", "rm", "history", "rollback", "audit", "run", "proxy-env", "login", "logout"] {
         let out = Command::new(TVAULT).args([cmd, "--help"]).output().unwrap();
         let text = String::from_utf8(out.stdout).unwrap();
         assert_eq!(out.status.code(), Some(0), "{cmd}");
