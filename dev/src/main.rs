@@ -65,6 +65,11 @@ async fn run() -> Result<(), String> {
         "  curl -s -X POST {api}/vault/secrets -H \"Authorization: Bearer $M2M_TOKEN\" -H 'Content-Type: application/json' \\\n    -d '{{\"name\":\"openai\",\"value\":\"sk-...\",\"access\":\"use-only\",\"upstream\":{{\"baseUrl\":\"https://api.openai.com/v1\"}}}}'"
     );
     println!("  OPENAI_BASE_URL={api}/vault/proxy/openai OPENAI_API_KEY=$M2M_TOKEN python your_agent.py");
+    println!("The command line (cargo install --locked --path cli):");
+    println!("  export TOKEN_VAULT_URL={api} TOKEN_VAULT_TOKEN=$M2M_TOKEN");
+    println!("  printf %s sk-example | tvault put openai_api_key && tvault get openai_api_key");
+    println!("  tvault run --env OPENAI_API_KEY=openai_api_key -- python your_agent.py");
+    println!("The MCP server for agents: {api}/vault/mcp (the same bearer tokens)");
     if let Ok(path) = std::env::var("VAULT_LOCAL_TOKENS_FILE") {
         let body = format!("M2M_TOKEN={m2m}\nUSER_TOKEN={user}\nADMIN_TOKEN={admin}\n");
         std::fs::write(&path, body).map_err(|e| format!("writing {path}: {e}"))?;
