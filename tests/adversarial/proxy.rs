@@ -200,6 +200,10 @@ pub async fn an_sdk_sending_its_key_as_x_api_key_is_served_and_the_key_goes_wher
     let reply = send_proxy(&proxy, call("GET", "/vault/proxy/maps/geo", &token).query("key", "mine")).await;
     assert_eq!((reply.status, reply.json().await["error"]["code"].as_str()), (400, Some("invalid_query")));
     assert_eq!(q.count(), 1);
+    // Refused before it is counted or recorded as a use: one use on record, and the refusal.
+    let events = tv.audit(ORG).await;
+    let of = |kind: &str| events.iter().filter(|i| s(i, "secretName") == "maps" && s(i, "event") == kind).count();
+    assert_eq!((of("vault.secret.used"), of("vault.secret.access_denied")), (1, 1));
     leaks::keep(&tv).await;
 }
 

@@ -108,6 +108,10 @@ impl AddrPolicy {
         if v6_in(ip, Ipv6Addr::new(0x2002, 0, 0, 0, 0, 0, 0, 0), 16) {
             return self.allows_v4(embedded_v4(2));
         }
+        // IPv4-translated (SIIT, ::ffff:0:0/96, RFC 2765) carries one too.
+        if v6_in(ip, Ipv6Addr::new(0, 0, 0, 0, 0xffff, 0, 0, 0), 96) {
+            return self.allows_v4(embedded_v4(12));
+        }
         let refused: &[(Ipv6Addr, u32)] = &[
             (Ipv6Addr::UNSPECIFIED, 96),                          // unspecified and IPv4-compatible
             (Ipv6Addr::new(0x64, 0xff9b, 1, 0, 0, 0, 0, 0), 48),  // local-use NAT64
@@ -286,12 +290,22 @@ mod tests {
             "2001:db8::1",
             "::127.0.0.1",
             "2001::1",
+            "::ffff:0:a9fe:a9fe",
+            "::ffff:0:7f00:1",
+            "::ffff:0:a00:1",
         ] {
             let ip: IpAddr = refused.parse().unwrap();
             assert!(!strict.allows(ip), "{refused}");
         }
-        for public in ["1.1.1.1", "8.8.8.8", "172.32.0.1", "2606:4700:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808"]
-        {
+        for public in [
+            "1.1.1.1",
+            "8.8.8.8",
+            "172.32.0.1",
+            "2606:4700:4700::1111",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+            "::ffff:0:808:808",
+        ] {
             assert!(strict.allows(public.parse().unwrap()), "{public}");
         }
         assert!(local.allows("127.0.0.1".parse().unwrap()) && local.allows("::1".parse().unwrap()));

@@ -323,8 +323,14 @@ impl Proxy {
             }
             let rel = target.path.as_deref().unwrap_or("/");
             let method = req.method().as_str();
-            let usable =
-                self.vault.use_secret(meta, &principal, UseRequest { name: &target.name, method, path: rel }).await?;
+            let usable = self
+                .vault
+                .use_secret(
+                    meta,
+                    &principal,
+                    UseRequest { name: &target.name, method, path: rel, query: target.query.as_deref() },
+                )
+                .await?;
             Ok((target, usable))
         };
         let (target, usable) = tokio::time::timeout(self.vault.request_timeout(), authorised)

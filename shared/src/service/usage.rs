@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 
 use super::Vault;
 use crate::error::{ApiError, Code};
-use crate::model::{EventKind, Principal, RequestMeta, Upstream};
+use crate::model::{EventKind, Injection, Principal, RequestMeta, Upstream};
 use crate::policy;
 use crate::rules::path_allowed;
 use crate::store::{Count, SecretItem, ToItem};
@@ -23,6 +23,8 @@ pub struct UseRequest<'a> {
     pub method: &'a str,
     /// Normalised, under the upstream's base URL (`/chat/completions`).
     pub path: &'a str,
+    /// The query string the caller sent, if any.
+    pub query: Option<&'a str>,
 }
 
 /// A use, authorised and audited: the value and where it goes.
@@ -64,7 +66,16 @@ impl Vault {
                 return Err(e);
             }
         };
+        // What would make the call impossible to send is refused before the use is counted or recorded.
+        if let Err(e) = sendable(&upstream, req.query, None) {
+            self.record_failure(EventKind::AccessDenied, p, meta, &item.name, Some(&item.owner), &e).await;
+            return Err(e);
+        }
         let value = self.open(p, meta, &item).await?;
+        if let Err(e) = sendable(&upstream, None, Some(secrecy::ExposeSecret::expose_secret(&value))) {
+            self.record_failure(EventKind::AccessDenied, p, meta, &item.name, Some(&item.owner), &e).await;
+            return Err(e);
+        }
         let at = OffsetDateTime::now_utc();
         if !item.limits.is_none()
             && let Count::Limited { retry_after } =
@@ -89,4 +100,33 @@ impl Vault {
         self.audit_first(self.store.put_audit(event.to_item(at, self.audit_retention_days))).await?;
         Ok(Usable { item, upstream, value })
     }
+}
+
+/// Whether the call can be sent: the caller's query does not name the parameter the vault sets, and the
+/// value fits where it is injected (a header carries no control character).
+fn sendable(upstream: &Upstream, query: Option<&str>, value: Option<&str>) -> Result<(), ApiError> {
+    match &upstream.inject {
+        Injection::Query { name } => {
+            if query.is_some_and(|q| q.split('&').any(|kv| kv.split('=').next() == Some(name.as_str()))) {
+                return Err(ApiError::bad_request(
+                    Code::InvalidQuery,
+                    format!("The query string names {name}, the parameter the vault sets itself."),
+                ));
+            }
+        }
+        Injection::Header { template, .. } => {
+            if let Some(v) = value {
+                let filled = zeroize::Zeroizing::new(template.replacen(crate::rules::VALUE_PLACEHOLDER, v, 1));
+                if lambda_http::http::HeaderValue::from_str(&filled).is_err() {
+                    return Err(ApiError::BadGateway {
+                        code: Code::UpstreamUnavailable,
+                        message:
+                            "The secret's value cannot be sent in a header (it holds characters a header cannot carry)."
+                                .into(),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
 }
