@@ -121,11 +121,7 @@ pub async fn serve(op: Operation) -> Result<(), lambda_http::Error> {
 /// responses and ends them at 30 s, and a model's answer streams for minutes).
 pub async fn serve_proxy() -> Result<(), lambda_http::Error> {
     init_logging();
-    let vault = vault_from_env_for(KeyUse::Required).await;
-    let proxy = Proxy::new(vault, ProxyOptions::default()).unwrap_or_else(|e| {
-        tracing::error!("refusing to start: {}", crate::error::chain(&e));
-        std::process::exit(1);
-    });
+    let proxy = proxy_from_env().await;
     lambda_http::run_with_streaming_response(service_fn(|req: Request| {
         let proxy = &proxy;
         async move { Ok::<_, Infallible>(handle_proxy(proxy, req).await) }
@@ -137,16 +133,21 @@ pub async fn serve_proxy() -> Result<(), lambda_http::Error> {
 /// message with one buffered JSON response (stateless Streamable HTTP, behind API Gateway).
 pub async fn serve_mcp() -> Result<(), lambda_http::Error> {
     init_logging();
-    let vault = vault_from_env_for(KeyUse::Required).await;
-    let proxy = Proxy::new(vault, ProxyOptions::default()).unwrap_or_else(|e| {
-        tracing::error!("refusing to start: {}", crate::error::chain(&e));
-        std::process::exit(1);
-    });
+    let proxy = proxy_from_env().await;
     lambda_http::run(service_fn(|req: Request| {
         let proxy = &proxy;
         async move { Ok::<_, Infallible>(crate::mcp::handle_mcp(proxy, req).await) }
     }))
     .await
+}
+
+/// The proxy (its vault and upstream client) from the environment, or one clear line and an exit.
+async fn proxy_from_env() -> Proxy {
+    let vault = vault_from_env_for(KeyUse::Required).await;
+    Proxy::new(vault, ProxyOptions::default()).unwrap_or_else(|e| {
+        tracing::error!("refusing to start: {}", crate::error::chain(&e));
+        std::process::exit(1);
+    })
 }
 
 /// Runs the portal function: the static admin page and the OpenAPI document. It needs no configuration

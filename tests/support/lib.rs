@@ -504,7 +504,11 @@ pub async fn vault_over(client: Client, overrides: &[(&str, &str)]) -> Vault {
 pub async fn send_to(vault: &Vault, call: Call) -> Reply {
     let op = call.operation();
     let req = lambda_http::request::from_str(&call.event().to_string()).expect("event parses");
-    let resp = token_vault::handle(vault, op, req).await;
+    reply_of(token_vault::handle(vault, op, req).await)
+}
+
+/// A buffered response as the tests read it (its body kept for the leak checks).
+fn reply_of(resp: lambda_http::Response<lambda_http::Body>) -> Reply {
     let status = resp.status().as_u16();
     let headers =
         resp.headers().iter().map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned())).collect();
@@ -586,18 +590,7 @@ pub async fn send_proxy(proxy: &token_vault::Proxy, call: Call) -> ProxyReply {
 /// Sends `call` to the MCP handler over `proxy`, as a function URL (or API Gateway) would.
 pub async fn send_mcp(proxy: &token_vault::Proxy, call: Call) -> Reply {
     let req = lambda_http::request::from_str(&call.function_url_event().to_string()).expect("event parses");
-    let resp = token_vault::handle_mcp(proxy, req).await;
-    let status = resp.status().as_u16();
-    let headers =
-        resp.headers().iter().map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned())).collect();
-    let body = match resp.body() {
-        lambda_http::Body::Text(t) => t.clone(),
-        lambda_http::Body::Binary(b) => String::from_utf8_lossy(b).into_owned(),
-        _ => String::new(),
-    };
-    let json = serde_json::from_str(&body).unwrap_or(Value::Null);
-    body_buffer().lock().unwrap_or_else(|e| e.into_inner()).push(body.clone());
-    Reply { status, headers, body, json }
+    reply_of(token_vault::handle_mcp(proxy, req).await)
 }
 
 /// A JSON-RPC request to `/vault/mcp`.
