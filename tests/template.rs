@@ -77,6 +77,18 @@ async fn tables_match_the_template() {
     local.sort();
     declared.sort();
     assert_eq!(local, declared);
+    // The audit table's per-secret index, declared and created alike: every attribute projected.
+    let audit_gsi = &audit["GlobalSecondaryIndexes"][0];
+    assert_eq!(audit_gsi["IndexName"].as_str(), Some(schema::SECRET_INDEX));
+    assert_eq!(keys(&audit_gsi["KeySchema"]), [pair(schema::SECRET_KEY, "HASH"), pair(schema::SK, "RANGE")]);
+    assert_eq!(audit_gsi["Projection"]["ProjectionType"].as_str(), Some("ALL"));
+    let audit_desc = tv.client.describe_table().table_name(AUDIT_TABLE).send().await.unwrap().table.unwrap();
+    let index = &audit_desc.global_secondary_indexes()[0];
+    assert_eq!(index.index_name(), Some(schema::SECRET_INDEX));
+    let described: Vec<(String, String)> =
+        index.key_schema().iter().map(|k| (k.attribute_name().to_owned(), k.key_type().as_str().to_owned())).collect();
+    assert_eq!(described, keys(&audit_gsi["KeySchema"]));
+    assert_eq!(index.projection().unwrap().projection_type().map(|p| p.as_str()), Some("ALL"));
     for table in [SECRETS_TABLE, AUDIT_TABLE] {
         let ttl = tv.client.describe_time_to_live().table_name(table).send().await.unwrap();
         assert_eq!(ttl.time_to_live_description.unwrap().attribute_name.as_deref(), Some(schema::TTL));
@@ -202,6 +214,7 @@ fn functions_get_least_privilege() {
         let seals = SEALING_FUNCTIONS.contains(&resource);
         let keys_table = seals || resource == "ShredOrgFunction";
         let expected_statements = 2
+            + usize::from(resource == "McpFunction")
             + usize::from(queries_index || writes_versions || counts_uses)
             + usize::from(keys_table)
             + usize::from(seals);
@@ -225,6 +238,9 @@ fn functions_get_least_privilege() {
             } else if target.contains("/index/by-org") {
                 assert!(queries_index, "{resource}: only listings and operator jobs query the index");
                 assert_eq!(actions, ["dynamodb:Query"], "{resource}");
+            } else if target.contains("/index/by-secret") {
+                assert_eq!(resource, "McpFunction", "{resource}: only audit readers query the per-secret index");
+                assert_eq!(actions, ["dynamodb:Query"], "{resource}");
             } else if target.contains("SecretsTable") {
                 assert_eq!(actions, secrets_actions, "{resource}");
             } else if actions == ["dynamodb:UpdateItem"] {
@@ -247,13 +263,27 @@ fn functions_get_least_privilege() {
             }
         }
     }
-    // The audit reader may only query the audit table.
+    // The audit reader may only query the audit table and its per-secret index.
     let statements =
         t["Resources"]["QueryAuditFunction"]["Properties"]["Policies"][0]["Statement"].as_sequence().unwrap();
-    assert_eq!(statements.len(), 1);
-    assert_eq!(statements[0]["Action"].as_sequence().unwrap().len(), 1);
-    assert_eq!(statements[0]["Action"][0].as_str(), Some("dynamodb:Query"));
-    assert!(format!("{:?}", statements[0]["Resource"]).contains("AuditTable"));
+    assert_eq!(statements.len(), 2);
+    for (st, index) in statements.iter().zip([false, true]) {
+        assert_eq!(st["Action"].as_sequence().unwrap().len(), 1);
+        assert_eq!(st["Action"][0].as_str(), Some("dynamodb:Query"));
+        let target = format!("{:?}", st["Resource"]);
+        assert!(target.contains("AuditTable"));
+        assert_eq!(target.contains("/index/by-secret"), index, "{target}");
+    }
+    // Only the audit readers (the audit function, the MCP server's audit tool) query the per-secret index.
+    for (name, r) in t["Resources"].as_mapping().unwrap() {
+        let policy = format!("{:?}", r["Properties"]["Policies"]);
+        let name = name.as_str().unwrap();
+        assert_eq!(
+            policy.contains("/index/by-secret"),
+            ["QueryAuditFunction", "McpFunction"].contains(&name),
+            "{name}"
+        );
+    }
 }
 
 /// The functions that seal or open values: the only ones given the key ring, or the right to decrypt it.
@@ -337,7 +367,8 @@ fn only_the_sealing_functions_may_decrypt_the_key_ring() {
 }
 
 /// The (action, resource) pairs a function's policy allows, resources named as the tests' tables are:
-/// `vault-secrets`, `vault-secrets/index/by-org`, `vault-audit`, `vault-keys` (KMS statements aside).
+/// `vault-secrets`, `vault-secrets/index/by-org`, `vault-audit`, `vault-audit/index/by-secret`, `vault-keys`
+/// (KMS statements aside).
 fn allowed(t: &Value, resource: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for st in t["Resources"][resource]["Properties"]["Policies"][0]["Statement"].as_sequence().unwrap() {
@@ -349,6 +380,8 @@ fn allowed(t: &Value, resource: &str) -> Vec<(String, String)> {
             KEYS_TABLE.to_owned()
         } else if target.contains("/index/by-org") {
             format!("{SECRETS_TABLE}/index/by-org")
+        } else if target.contains("/index/by-secret") {
+            format!("{AUDIT_TABLE}/index/by-secret")
         } else if target.contains("SecretsTable") {
             SECRETS_TABLE.to_owned()
         } else {

@@ -24,7 +24,10 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use token_vault::{
     AuditEvent, Binding, EventKind, MasterKey, Owner, Principal, RequestMeta, TokenKind,
-    table::{AuditDay, AuditFilter, SecretItem, Store, ToItem, WriteGuard, new_lifetime, record_key},
+    table::{
+        AUDIT_SHARDS, AuditFilter, AuditPart, AuditSource, SecretItem, Store, ToItem, WriteGuard, new_lifetime,
+        record_key,
+    },
 };
 use vault_tests::{Call, HS256_SECRET, MASTER_KEY, TestVault, send_to};
 
@@ -394,19 +397,21 @@ impl Floor {
             }
             Scenario::Audit => {
                 let day = time::OffsetDateTime::now_utc().date();
-                // What the service asks for an M2M token: only the events its client took part in.
+                // What the service asks for an M2M token: only the events its client took part in. A page
+                // of 100 of today's events reads every write shard and today's unsharded partition once,
+                // concurrently.
                 let filter = AuditFilter { actor: Some(app.clone()), ..AuditFilter::default() };
                 let (lowest, highest) = ("0".repeat(32), "f".repeat(32));
-                let q = AuditDay {
-                    org_id: ORG,
-                    day,
-                    lowest: &lowest,
-                    highest: &highest,
-                    before: None,
-                    filter: &filter,
-                    limit: 100,
-                };
-                self.store.query_audit_day(q).await.unwrap();
+                let per_shard = 100usize.div_ceil(usize::from(AUDIT_SHARDS)) * 4 + 4;
+                let shards = (0..AUDIT_SHARDS).map(|n| (AuditSource::Shard(n), per_shard));
+                let reads = shards.chain([(AuditSource::Unsharded(day), 100)]).map(|(source, limit)| {
+                    let q =
+                        AuditPart { org_id: ORG, source, lowest: &lowest, highest: &highest, filter: &filter, limit };
+                    self.store.query_audit_part(q)
+                });
+                for read in futures_util::future::join_all(reads).await {
+                    read.unwrap();
+                }
             }
             Scenario::Portal => return None,
         }

@@ -66,7 +66,8 @@ pub mod limits {
 /// the tables directly.
 pub mod table {
     pub use crate::store::{
-        AuditDay, AuditFilter, Count, Item, Replace, SecretItem, Store, Tables, ToItem, WriteGuard,
-        audit_partition_key, new_lifetime, partition_key, record_key, schema,
+        AUDIT_SHARDS, AuditFilter, AuditPart, AuditSource, Count, Item, Replace, SecretItem, Store, Tables, ToItem,
+        WriteGuard, audit_partition_key, audit_secret_key, audit_shard, new_lifetime, partition_key, record_key,
+        schema, unsharded_audit_partition_key,
     };
 }

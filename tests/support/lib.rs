@@ -384,12 +384,15 @@ impl TestVault {
         send_to(&self.vault, call).await
     }
 
-    /// Reads every audit event of `org_id` (today's and yesterday's partitions), oldest first.
+    /// Reads every audit event of `org_id` (every write shard, and the unsharded partitions of today and
+    /// yesterday), oldest first.
     pub async fn audit(&self, org_id: &str) -> Vec<Item> {
         let today = time::OffsetDateTime::now_utc();
         let mut out = Vec::new();
-        for day in [today - time::Duration::days(1), today] {
-            let pk = token_vault::table::audit_partition_key(org_id, day.date());
+        let shards = (0..token_vault::table::AUDIT_SHARDS).map(|n| token_vault::table::audit_partition_key(org_id, n));
+        let days = [today - time::Duration::days(1), today]
+            .map(|d| token_vault::table::unsharded_audit_partition_key(org_id, d.date()));
+        for pk in shards.chain(days) {
             let mut start = None;
             loop {
                 let page = self
@@ -409,6 +412,7 @@ impl TestVault {
                 }
             }
         }
+        out.sort_by(|a, b| s(a, "sk").cmp(&s(b, "sk")));
         out
     }
 

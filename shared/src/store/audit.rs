@@ -1,24 +1,34 @@
-//! The audit table: events written on their own or together, and one day's page of a query.
+//! The audit table: events written on their own or together, and one Query of an audit query.
 
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
 
 use super::codec::{Item, get_s, s};
-use super::keys::{audit_partition_key, schema};
+use super::keys::{audit_partition_key, audit_secret_key, schema, unsharded_audit_partition_key};
 use super::{Store, unavailable};
 use crate::error::ApiError;
 use crate::model::Owner;
 
-/// One page of one day of an audit query: an organization's events of `day`, with ids (sort keys)
-/// between `lowest` and `highest` and before `before` when given, matching `filter`, at most `limit`.
+/// Where one stream of an audit query reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditSource<'a> {
+    /// One write shard of an organization's events.
+    Shard(u8),
+    /// One write shard of an organization's events about one secret name, in the `by-secret` index.
+    Secret { name: &'a str, shard: u8 },
+    /// An organization's single partition of one UTC day, from before the shards.
+    Unsharded(time::Date),
+}
+
+/// One Query of an audit query: an organization's events from `source` with ids (sort keys) between
+/// `lowest` and `highest` (both inclusive), matching `filter`, newest first, evaluating at most `limit`.
 #[derive(Debug, Clone, Copy)]
-pub struct AuditDay<'a> {
+pub struct AuditPart<'a> {
     pub org_id: &'a str,
-    pub day: time::Date,
+    pub source: AuditSource<'a>,
     pub lowest: &'a str,
     pub highest: &'a str,
-    pub before: Option<&'a str>,
     pub filter: &'a AuditFilter,
     pub limit: usize,
 }
@@ -71,23 +81,29 @@ impl Store {
         Ok(())
     }
 
-    /// One page of an organization's audit events of one UTC day, newest first, with
-    /// ids (sort keys) between `lowest` and `highest` and before `before` when given, matching
-    /// `filter`. A Query on that day's partition only: never another organization's, never a Scan.
-    /// Returns the events and the id to continue before when more may follow.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn query_audit_day(&self, q: AuditDay<'_>) -> Result<(Vec<Item>, Option<String>), ApiError> {
-        let AuditDay { org_id, day, lowest, highest, before, filter, limit } = q;
-        let pk = audit_partition_key(org_id, day);
+    /// One Query of an audit query (see [`AuditPart`]): on one partition of the caller's organization
+    /// (a shard, a secret's shard of the `by-secret` index, or an unsharded day), never another organization's, never
+    /// a Scan. Returns the matching events, newest first, and the id of the last event evaluated when
+    /// more may follow (the next Query of this stream reads the ids below it).
+    pub async fn query_audit_part(&self, q: AuditPart<'_>) -> Result<(Vec<Item>, Option<String>), ApiError> {
+        let AuditPart { org_id, source, lowest, highest, filter, limit } = q;
+        let (index, key_name, key) = match source {
+            AuditSource::Shard(shard) => (None, schema::PK, audit_partition_key(org_id, shard)),
+            AuditSource::Secret { name, shard } => {
+                (Some(schema::SECRET_INDEX), schema::SECRET_KEY, audit_secret_key(org_id, name, shard))
+            }
+            AuditSource::Unsharded(day) => (None, schema::PK, unsharded_audit_partition_key(org_id, day)),
+        };
         let mut conditions = Vec::new();
         let mut values =
-            HashMap::from([(":pk".to_owned(), s(&pk)), (":lo".to_owned(), s(lowest)), (":hi".to_owned(), s(highest))]);
+            HashMap::from([(":pk".to_owned(), s(&key)), (":lo".to_owned(), s(lowest)), (":hi".to_owned(), s(highest))]);
         let mut names = HashMap::new();
         let mut add = |cond: &str, key: &str, value: &str| {
             conditions.push(cond.to_owned());
             values.insert(key.to_owned(), s(value));
         };
-        if let Some(v) = &filter.secret {
+        // In the per-secret index the name is the key already.
+        if let (Some(v), AuditSource::Shard(_) | AuditSource::Unsharded(_)) = (&filter.secret, source) {
             add("secretName = :secret", ":secret", v);
         }
         if let Some(v) = &filter.event {
@@ -107,17 +123,16 @@ impl Store {
                 add("actorClientId = :actorClient AND attribute_not_exists(actorUserId)", ":actorClient", client_id)
             }
         }
-        let start = before.map(|sk| HashMap::from([("pk".to_owned(), s(&pk)), ("sk".to_owned(), s(sk))]));
         let out = self
             .client
             .query()
             .table_name(&self.audit_table)
-            .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
+            .set_index_name(index.map(str::to_owned))
+            .key_condition_expression(format!("{key_name} = :pk AND sk BETWEEN :lo AND :hi"))
             .set_filter_expression((!conditions.is_empty()).then(|| conditions.join(" AND ")))
             .set_expression_attribute_names((!names.is_empty()).then_some(names))
             .set_expression_attribute_values(Some(values))
             .scan_index_forward(false)
-            .set_exclusive_start_key(start)
             .limit(i32::try_from(limit).unwrap_or(i32::MAX))
             .send()
             .await

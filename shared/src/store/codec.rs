@@ -7,7 +7,10 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::keys::{audit_partition_key, escape, event_id, org_sort_key, partition_key, record_key, schema};
+use super::keys::{
+    audit_partition_key, audit_secret_key, audit_shard, escape, event_id, org_sort_key, partition_key, record_key,
+    schema,
+};
 use crate::crypto::Envelope;
 use crate::error::ApiError;
 use crate::model::{Access, AuditEvent, Limits, Owner, Upstream};
@@ -243,8 +246,13 @@ pub(super) fn event_item(event: &AuditEvent<'_>, now: OffsetDateTime, retention_
     let s = |v: &str| AttributeValue::S(v.to_owned());
     let p = event.principal;
     let mut item = HashMap::new();
-    item.insert(schema::PK.into(), s(&audit_partition_key(&p.org_id, now.date())));
-    item.insert(schema::SK.into(), s(&event_id(now)));
+    let id = event_id(now);
+    let shard = audit_shard(&id);
+    item.insert(schema::PK.into(), s(&audit_partition_key(&p.org_id, shard)));
+    if !event.secret_name.is_empty() {
+        item.insert(schema::SECRET_KEY.into(), s(&audit_secret_key(&p.org_id, event.secret_name, shard)));
+    }
+    item.insert(schema::SK.into(), s(&id));
     item.insert(schema::EVENT.into(), s(event.kind.as_str()));
     item.insert(schema::ORG_ID.into(), s(&p.org_id));
     item.insert(schema::SECRET_NAME.into(), s(event.secret_name));
@@ -331,7 +339,9 @@ mod tests {
         };
         let item = event_item(&ev, now, 365);
         let get = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
-        assert_eq!(get("pk"), "org%231#2026-03-04");
+        let shard = crate::store::keys::audit_shard(&get("sk"));
+        assert_eq!(get("pk"), format!("org%231#s{shard:02}"));
+        assert_eq!(get("secretKey"), format!("org%231#n#s{shard:02}"));
         assert_eq!(get("event"), "vault.secret.retrieved");
         assert_eq!(get("actorUserId"), "auth0|u");
         assert_eq!(get("tokenKind"), "user");

@@ -68,6 +68,9 @@ pub mod schema {
     pub const SEQUENCE: &str = "seq";
     /// The `by-org` partition listing every organization (escaped ids never start with `#`).
     pub const ORGS_PARTITION: &str = "#orgs";
+    /// The audit table's per-secret index: one secret's events (`<org>#<secret>#sNN`), time-ordered by `sk`.
+    pub const SECRET_INDEX: &str = "by-secret";
+    pub const SECRET_KEY: &str = "secretKey";
 }
 
 /// The partition of the rewrap job's checkpoint (ids are escaped into `org#...` keys, so no collision).
@@ -96,7 +99,8 @@ pub fn record_key(name: &str, version: u64) -> String {
 }
 
 /// The audit-table key of the version sequence of one lifetime of a secret: `seq#<secret partition>`
-/// and `<name>#<lifetime>`. (Audit partitions are `<escaped org>#<day>`, with a single `#`.)
+/// and `<name>#<lifetime>`. (Audit partitions are `<escaped org>#sNN` or,
+/// before the shards, `<escaped org>#<day>`: a single `#`.)
 pub(super) fn sequence_key(org_id: &str, owner: &Owner, name: &str, lifetime: &str) -> (String, String) {
     (format!("seq#{}", partition_key(org_id, owner)), format!("{name}#{lifetime}"))
 }
@@ -180,9 +184,35 @@ pub(crate) fn day_key(day: time::Date) -> String {
     format!("{:04}-{:02}-{:02}", day.year(), u8::from(day.month()), day.day())
 }
 
-/// The audit table partition of an organization's events of one UTC day: `<escaped org>#YYYY-MM-DD`.
-pub fn audit_partition_key(org_id: &str, day: time::Date) -> String {
+/// How many write shards an organization's audit events (and one secret's events in the `by-secret`
+/// index) are spread over. DynamoDB holds one partition key to about 1,000 write units a second: at
+/// 10,000 audited reads a second an organization writes about 313 events a second to each shard
+/// (BENCHMARKS.md, "Audit write shards").
+pub const AUDIT_SHARDS: u8 = 32;
+
+/// The shard of an event: its id's last byte (random), modulo [`AUDIT_SHARDS`]. Both of an event's
+/// keys (its partition and its per-secret index key) use it, so either follows from the event id.
+pub fn audit_shard(event_id: &str) -> u8 {
+    let last = event_id.get(event_id.len().saturating_sub(2)..).and_then(|h| u8::from_str_radix(h, 16).ok());
+    last.unwrap_or(0) % AUDIT_SHARDS
+}
+
+/// The audit table partition of an organization's events in one write shard: `<escaped org>#sNN`, the
+/// events time-ordered by their ids (sort keys) across days.
+pub fn audit_partition_key(org_id: &str, shard: u8) -> String {
+    format!("{}#s{shard:02}", escape(org_id))
+}
+
+/// The single partition of an organization's events of one UTC day that events were written to before
+/// the shards (`<escaped org>#YYYY-MM-DD`): still read, until its events expire.
+pub fn unsharded_audit_partition_key(org_id: &str, day: time::Date) -> String {
     format!("{}#{}", escape(org_id), day_key(day))
+}
+
+/// The `by-secret` index key of an organization's events about one secret name in one write shard:
+/// `<escaped org>#<name>#sNN` (names never hold `#`).
+pub fn audit_secret_key(org_id: &str, name: &str, shard: u8) -> String {
+    format!("{}#{name}#s{shard:02}", escape(org_id))
 }
 
 /// A time-ordered unique id: 48-bit milliseconds then 80 random bits, as 32 hex digits (a ULID in hex).
@@ -227,6 +257,29 @@ mod tests {
                 assert_eq!(parse_org_sort_key(&key), Some((owner, "name.1".to_owned())));
             }
         }
+    }
+
+    #[test]
+    fn audit_keys_follow_from_the_event_id() {
+        let now = OffsetDateTime::now_utc();
+        let mut shards = HashSet::new();
+        for _ in 0..2_000 {
+            let id = event_id(now);
+            let shard = audit_shard(&id);
+            assert!(shard < AUDIT_SHARDS);
+            assert_eq!(u8::from_str_radix(&id[30..], 16).unwrap() % AUDIT_SHARDS, shard);
+            shards.insert(shard);
+        }
+        // 2,000 random ids miss one of 32 shards with probability below 1e-25.
+        assert_eq!(shards.len(), usize::from(AUDIT_SHARDS));
+        let day = time::macros::date!(2026 - 12 - 03);
+        assert_eq!(audit_partition_key("o#1", 7), "o%231#s07");
+        assert_eq!(unsharded_audit_partition_key("o#1", day), "o%231#2026-12-03");
+        assert_eq!(audit_secret_key("o#1", "openai", 31), "o%231#openai#s31");
+        // A shard's partition is never a day's, nor a version sequence's or a use counter's.
+        let org = Owner::App { client_id: "c".into() };
+        assert_ne!(audit_partition_key("seq", 1), sequence_key("o", &org, "n", "1").0);
+        assert!(!unsharded_audit_partition_key("o", day).ends_with("#s01"));
     }
 
     #[test]

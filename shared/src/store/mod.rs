@@ -30,11 +30,14 @@ use crate::crypto::SALT_LEN;
 use crate::error::ApiError;
 use codec::item_key;
 
-pub use audit::{AuditDay, AuditFilter};
+pub use audit::{AuditFilter, AuditPart, AuditSource};
 pub use limits::Count;
 
 pub use codec::{Item, SecretItem, ToItem};
-pub use keys::{audit_partition_key, new_lifetime, partition_key, record_key, schema};
+pub use keys::{
+    AUDIT_SHARDS, audit_partition_key, audit_secret_key, audit_shard, new_lifetime, partition_key, record_key, schema,
+    unsharded_audit_partition_key,
+};
 pub(crate) use keys::{base_name, day_key, event_id, version_key};
 
 /// What a conditional write came to.
