@@ -7,18 +7,11 @@
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use token_vault::{Proxy, ProxyOptions};
 use vault_tests::upstream::{Respond, TestUpstream};
 use vault_tests::*;
 
 const ORG: &str = "org-mcp";
 const VALUE: &str = "SECRETVALUE-mcp-5a4b3c2d1e";
-
-async fn stack() -> (TestVault, Proxy) {
-    let tv = TestVault::start_with(&[("VAULT_PROXY_ALLOW_LOOPBACK", "true")]).await;
-    let proxy = proxy_over(&tv.client, &[], ProxyOptions::default()).await;
-    (tv, proxy)
-}
 
 /// An upstream that answers with everything it received, the injected credential included.
 fn echo_everything() -> Respond {
@@ -39,7 +32,7 @@ fn result(r: &Reply) -> &Value {
 
 #[tokio::test]
 async fn the_protocol_is_served_statelessly_over_json() {
-    let (_tv, proxy) = stack().await;
+    let (_tv, proxy) = proxy_stack().await;
     let token = m2m(ORG, "agent");
     let r = send_mcp(
         &proxy,
@@ -99,7 +92,7 @@ async fn the_protocol_is_served_statelessly_over_json() {
 
 #[tokio::test]
 async fn without_a_valid_token_the_client_is_told_where_to_get_one() {
-    let (_tv, proxy) = stack().await;
+    let (_tv, proxy) = proxy_stack().await;
     for call in [
         mcp_call("", "tools/list", json!({})),
         mcp_call("not-a-token", "tools/list", json!({})),
@@ -125,7 +118,7 @@ async fn without_a_valid_token_the_client_is_told_where_to_get_one() {
 
 #[tokio::test]
 async fn tools_use_secrets_and_never_return_a_value() {
-    let (tv, proxy) = stack().await;
+    let (tv, proxy) = proxy_stack().await;
     let token = m2m(ORG, "agent");
     let upstream = TestUpstream::http(echo_everything()).await;
     let body = json!({"name": "openai", "value": VALUE, "access": "use-only",
@@ -216,7 +209,7 @@ async fn tools_use_secrets_and_never_return_a_value() {
 /// them, and not the value itself, reaches the model.
 #[tokio::test]
 async fn a_value_echoed_in_any_common_escaping_is_scrubbed_before_the_model_sees_it() {
-    let (tv, proxy) = stack().await;
+    let (tv, proxy) = proxy_stack().await;
     let token = m2m(ORG, "agent");
     let value = "sk/live+d\u{e9}j\u{e0}<vu>&9f8e";
     let json_forms = [

@@ -366,6 +366,33 @@ fn context(g: &Global) -> Result<Context, Failure> {
     Ok(Context { api: Api::new(&url, token)?, proxy_url, json: g.json })
 }
 
+/// Every item of a paged listing at `path` (each page's items under `key`), asking for each page with
+/// `query(items in hand)` and the page's `nextToken`, until the vault sends none or `enough` items are in
+/// hand. A `nextToken` sent twice stops the listing with an error instead of looping.
+async fn pages(
+    api: &Api,
+    path: &str,
+    key: &str,
+    enough: usize,
+    query: impl Fn(usize) -> Vec<(&'static str, String)>,
+) -> Result<Vec<Value>, Failure> {
+    let mut items = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let mut q = query(items.len());
+        q.extend(next.take().map(|t| ("nextToken", t)));
+        let page = api.call(Method::GET, path, &q, None, None).await?;
+        items.extend(page[key].as_array().cloned().unwrap_or_default());
+        match page["nextToken"].as_str() {
+            Some(t) if q.iter().any(|(k, v)| *k == "nextToken" && v == t) => {
+                return Err(Failure::Other("the vault returned the same nextToken twice".into()));
+            }
+            Some(t) if items.len() < enough => next = Some(t.to_owned()),
+            _ => return Ok(items),
+        }
+    }
+}
+
 fn client_query(client: &Client) -> Vec<(&'static str, String)> {
     client.client.iter().map(|c| ("clientId", c.clone())).collect()
 }
@@ -417,21 +444,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             if all {
                 query.push(("all", "true".into()));
             }
-            let mut secrets = Vec::new();
-            let mut next: Option<String> = None;
-            loop {
-                let mut q = query.clone();
-                q.extend(next.take().map(|t| ("nextToken", t)));
-                let page = cx.api.call(Method::GET, "/vault/secrets", &q, None, None).await?;
-                secrets.extend(page["secrets"].as_array().cloned().unwrap_or_default());
-                match page["nextToken"].as_str() {
-                    Some(t) if q.iter().any(|(k, v)| *k == "nextToken" && v == t) => {
-                        return Err(Failure::Other("the vault returned the same nextToken twice".into()));
-                    }
-                    Some(t) => next = Some(t.to_owned()),
-                    None => break,
-                }
-            }
+            let secrets = pages(&cx.api, "/vault/secrets", "secrets", usize::MAX, |_| query.clone()).await?;
             if cx.json {
                 print_json(&json!({"secrets": secrets}));
                 return Ok(());
@@ -517,28 +530,18 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 Some(n) => format!("/vault/secrets/{}/audit", segment(n)?),
                 None => "/vault/audit".to_owned(),
             };
-            let mut events = Vec::new();
-            let mut next: Option<String> = None;
-            loop {
-                let want = limit - events.len() as u64;
-                let mut q = vec![("from", from.clone()), ("limit", want.min(100).to_string())];
+            let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+            let mut events = pages(&cx.api, &path, "events", limit, |have| {
+                let mut q = vec![("from", from.clone()), ("limit", (limit - have).min(100).to_string())];
                 q.extend(
                     event
                         .as_deref()
                         .map(|e| ("event", if e.contains('.') { e.to_owned() } else { format!("vault.secret.{e}") })),
                 );
-                q.extend(next.take().map(|t| ("nextToken", t)));
-                let page = cx.api.call(Method::GET, &path, &q, None, None).await?;
-                events.extend(page["events"].as_array().cloned().unwrap_or_default());
-                match page["nextToken"].as_str() {
-                    Some(t) if q.iter().any(|(k, v)| *k == "nextToken" && v == t) => {
-                        return Err(Failure::Other("the vault returned the same nextToken twice".into()));
-                    }
-                    Some(t) if (events.len() as u64) < limit => next = Some(t.to_owned()),
-                    _ => break,
-                }
-            }
-            events.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+                q
+            })
+            .await?;
+            events.truncate(limit);
             if cx.json {
                 print_json(&json!({"events": events}));
                 return Ok(());

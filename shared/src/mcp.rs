@@ -22,9 +22,9 @@ use time::OffsetDateTime;
 use tracing::Instrument;
 
 use crate::error::ApiError;
-use crate::http::{EventView, error_json, log_failure, raw_path, request_meta};
+use crate::http::{EventView, error_allowing, json_text, log_failure, raw_path, request_meta};
 use crate::model::{EventKind, Principal, RequestMeta};
-use crate::proxy::{PROXY_PATH, Proxy, handle_proxy};
+use crate::proxy::{PROXY_PATH, Proxy, handle_proxy, percent_encode};
 use crate::rules::{MAX_AUDIT_RANGE_DAYS, MAX_PROXY_BODY_BYTES, validate_name};
 use crate::service::{AuditQuery, ListTarget};
 use crate::store::AuditFilter;
@@ -72,7 +72,7 @@ async fn route(proxy: &Proxy, meta: &RequestMeta, req: Request) -> Response<Body
     let base = public_base(&req);
     if path == RESOURCE_METADATA_PATH || path == format!("{RESOURCE_METADATA_PATH}{MCP_PATH}") {
         if req.method() != Method::GET {
-            return with_allow(http_error(&ApiError::MethodNotAllowed, &base), "GET");
+            return http_error(&ApiError::MethodNotAllowed, &base, "GET");
         }
         let metadata = json!({
             "resource": format!("{base}{MCP_PATH}"),
@@ -83,11 +83,11 @@ async fn route(proxy: &Proxy, meta: &RequestMeta, req: Request) -> Response<Body
         return json_response(StatusCode::OK, &metadata);
     }
     if path != MCP_PATH {
-        return http_error(&ApiError::NotFound, &base);
+        return http_error(&ApiError::NotFound, &base, "POST");
     }
     // Stateless: no event stream to open (GET) and no session to end (DELETE).
     if req.method() != Method::POST {
-        return with_allow(http_error(&ApiError::MethodNotAllowed, &base), "POST");
+        return http_error(&ApiError::MethodNotAllowed, &base, "POST");
     }
     let mut auth = req.headers().get_all(header::AUTHORIZATION).iter();
     let (first, second) = (auth.next(), auth.next());
@@ -99,7 +99,7 @@ async fn route(proxy: &Proxy, meta: &RequestMeta, req: Request) -> Response<Body
         Ok(p) => p,
         Err(e) => {
             log_failure(&e);
-            return http_error(&e, &base);
+            return http_error(&e, &base, "POST");
         }
     };
     tracing::Span::current().record("org", principal.org_id.as_str());
@@ -394,9 +394,9 @@ async fn call_api(proxy: &Proxy, outer: &Request, args: &Map<String, Value>) -> 
             for (k, v) in q {
                 let v = v.as_str().ok_or_else(|| invalid("query values must be strings."))?;
                 query.push(if query.is_empty() { '?' } else { '&' });
-                query.push_str(&form_encode(k));
+                query.push_str(&percent_encode(k.as_bytes()));
                 query.push('=');
-                query.push_str(&form_encode(v));
+                query.push_str(&percent_encode(v.as_bytes()));
             }
         }
         Some(_) => return Err(invalid("query must be an object of strings.")),
@@ -491,18 +491,6 @@ async fn call_api(proxy: &Proxy, outer: &Request, args: &Map<String, Value>) -> 
     Ok(tool_result(answer, status >= 400))
 }
 
-fn form_encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// The URL clients reach this stack at: API Gateway's domain over HTTPS (a mapped custom domain is what
 /// API Gateway reports); on the local stack, which reports `localhost`, the `Host` it was called at,
 /// over plain HTTP on loopback.
@@ -534,40 +522,21 @@ fn rpc_response(status: StatusCode, body: &Value) -> Response<Body> {
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
-    let mut resp = Response::new(Body::Text(body.to_string()));
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    resp
+    json_text(status, body.to_string())
 }
 
-/// An HTTP-level refusal: the API's error envelope; a 401 names the protected-resource metadata.
-fn http_error(e: &ApiError, base: &str) -> Response<Body> {
-    let (status, body) = error_json(e);
-    let mut resp = Response::new(Body::Text(body));
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    for (name, value) in e.headers("POST") {
-        h.insert(name, value);
-    }
-    if status == StatusCode::UNAUTHORIZED {
+/// An HTTP-level refusal on a route answering `allow`: the API's error envelope; a 401 names the
+/// protected-resource metadata.
+fn http_error(e: &ApiError, base: &str, allow: &'static str) -> Response<Body> {
+    let mut resp = error_allowing(e, allow);
+    if resp.status() == StatusCode::UNAUTHORIZED {
         let challenge = format!(
             "Bearer realm=\"token-vault\", error=\"invalid_token\", resource_metadata=\"{base}{RESOURCE_METADATA_PATH}{MCP_PATH}\""
         );
         if let Ok(v) = HeaderValue::from_str(&challenge) {
-            h.insert(header::WWW_AUTHENTICATE, v);
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
         }
     }
-    resp
-}
-
-fn with_allow(mut resp: Response<Body>, allow: &'static str) -> Response<Body> {
-    resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
     resp
 }
 

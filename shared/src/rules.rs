@@ -9,8 +9,8 @@ use crate::error::{ApiError, Code};
 mod upstream;
 
 pub(crate) use upstream::{
-    BaseUrl, VALUE_PLACEHOLDER, check_header_value, check_query, normalize_path, parse_base_url, path_allowed,
-    validate_limits, validate_upstream,
+    BaseUrl, check_header_value, check_query, check_query_leaves_out, fill_header, normalize_path, parse_base_url,
+    path_allowed, validate_limits, validate_upstream,
 };
 pub use upstream::{MAX_PROXY_BODY_BYTES, MAX_RATE_LIMIT, MAX_UPSTREAM_PATHS, MAX_URL_LEN, PROXY_METHODS};
 

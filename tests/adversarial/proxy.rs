@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::{Value, json};
-use token_vault::{Proxy, ProxyOptions};
+use token_vault::ProxyOptions;
 use vault_tests::upstream::{Respond, TestUpstream, UPSTREAM_HOST, answer_json, test_ca};
 use vault_tests::*;
 
@@ -20,12 +20,6 @@ use super::leaks;
 
 /// Carries the leak check's marker: found anywhere it must not be, it fails the binary.
 const VALUE: &str = "SECRETVALUE-proxy-9f8e7d6c5b4a";
-
-async fn stack() -> (TestVault, Proxy) {
-    let tv = TestVault::start_with(&[("VAULT_PROXY_ALLOW_LOOPBACK", "true")]).await;
-    let proxy = proxy_over(&tv.client, &[], ProxyOptions::default()).await;
-    (tv, proxy)
-}
 
 /// A use-only secret for `base_url`, with `extra` upstream fields.
 fn use_only(name: &str, value: &str, base_url: &str, extra: Value) -> Value {
@@ -56,7 +50,7 @@ fn echo_everything() -> Respond {
 }
 
 pub async fn the_value_is_injected_and_the_vault_token_stays_behind() {
-    let (tv, proxy) = stack().await;
+    let (tv, proxy) = proxy_stack().await;
     let upstream = TestUpstream::http(answer_json(200, json!({"id": "chatcmpl-1", "ok": true}))).await;
     let token = m2m(ORG, "agent");
     create(&tv, &token, use_only("openai", VALUE, &upstream.http_url("/v1"), json!({}))).await;
@@ -107,7 +101,7 @@ pub async fn the_value_is_injected_and_the_vault_token_stays_behind() {
 }
 
 pub async fn a_use_only_value_is_refused_on_every_read_route_and_listed_without_it() {
-    let (tv, proxy) = stack().await;
+    let (tv, proxy) = proxy_stack().await;
     let upstream = TestUpstream::http(answer_json(200, json!({}))).await;
     let token = m2m(ORG, "reader");
     let admin = admin(ORG, "ops");
@@ -169,7 +163,7 @@ pub async fn a_use_only_value_is_refused_on_every_read_route_and_listed_without_
 }
 
 pub async fn an_sdk_sending_its_key_as_x_api_key_is_served_and_the_key_goes_where_the_secret_says() {
-    let (tv, proxy) = stack().await;
+    let (tv, proxy) = proxy_stack().await;
     let upstream = TestUpstream::http(answer_json(200, json!({"type": "message"}))).await;
     let token = m2m(ORG, "claude-agent");
     create(
@@ -211,7 +205,7 @@ pub async fn an_sdk_sending_its_key_as_x_api_key_is_served_and_the_key_goes_wher
 /// a proxy that buffered would hand over nothing until the upstream gave up waiting, with the second
 /// event already sent.
 pub async fn a_streamed_answer_is_relayed_as_it_arrives() {
-    let (tv, proxy) = stack().await;
+    let (tv, proxy) = proxy_stack().await;
     let received_first = Arc::new(tokio::sync::Notify::new());
     let second_sent = Arc::new(AtomicBool::new(false));
     let (notify, sent) = (received_first.clone(), second_sent.clone());
@@ -242,7 +236,7 @@ pub async fn a_streamed_answer_is_relayed_as_it_arrives() {
 }
 
 pub async fn https_upstreams_are_verified_against_the_roots_the_proxy_trusts() {
-    let (tv, _) = stack().await;
+    let (tv, _) = proxy_stack().await;
     let upstream = TestUpstream::https(answer_json(200, json!({"tls": true}))).await;
     let hosts = HashMap::from([(UPSTREAM_HOST.to_owned(), vec!["127.0.0.1".parse::<IpAddr>().unwrap()])]);
     let trusting =
@@ -262,7 +256,7 @@ pub async fn https_upstreams_are_verified_against_the_roots_the_proxy_trusts() {
 }
 
 pub async fn redirects_are_returned_never_followed_and_echoed_values_are_scrubbed() {
-    let (tv, proxy) = stack().await;
+    let (tv, proxy) = proxy_stack().await;
     let token = m2m(ORG, "echo-agent");
     let redirect = TestUpstream::http(Arc::new(|_, mut conn| {
         Box::pin(async move { conn.send(302, &[("location", "http://169.254.169.254/latest/meta-data/")], b"").await })
@@ -298,7 +292,7 @@ pub async fn redirects_are_returned_never_followed_and_echoed_values_are_scrubbe
 }
 
 pub async fn methods_paths_and_bodies_outside_the_rules_are_refused_before_the_upstream() {
-    let (tv, proxy) = stack().await;
+    let (tv, proxy) = proxy_stack().await;
     let upstream = TestUpstream::http(echo_everything()).await;
     let token = m2m(ORG, "rules-agent");
     create(
@@ -395,7 +389,7 @@ pub async fn names_resolving_to_loopback_private_or_metadata_addresses_are_refus
 }
 
 pub async fn only_the_owner_rules_of_a_read_let_a_caller_use_a_secret() {
-    let (tv, proxy) = stack().await;
+    let (tv, proxy) = proxy_stack().await;
     let upstream = TestUpstream::http(answer_json(200, json!({}))).await;
     let owner = m2m(ORG, "owner-app");
     create(&tv, &owner, use_only("shared", VALUE, &upstream.http_url(""), json!({}))).await;
@@ -442,7 +436,7 @@ pub async fn only_the_owner_rules_of_a_read_let_a_caller_use_a_secret() {
 /// N concurrent uses against a limit of L: exactly L go through, across two containers. (Counted per
 /// UTC day; the test starts clear of midnight so that all of its uses fall in one day.)
 pub async fn per_secret_limits_hold_exactly_under_concurrency() {
-    let (tv, proxy) = stack().await;
+    let (tv, proxy) = proxy_stack().await;
     let proxies = [Arc::new(proxy), Arc::new(proxy_over(&tv.client, &[], ProxyOptions::default()).await)];
     let upstream = TestUpstream::http(answer_json(200, json!({}))).await;
     let token = m2m(ORG, "limited-agent");
@@ -497,7 +491,7 @@ pub async fn limit_windows_are_the_utc_minute_and_day() {
 /// Point 2 of the proxy issue: an existing value goes only where it was written to go, whatever a
 /// caller that can write (but not read) the secret, or an admin, or someone with the table, tries.
 pub async fn an_existing_value_cannot_be_sent_to_another_host() {
-    let (tv, proxy) = stack().await;
+    let (tv, proxy) = proxy_stack().await;
     let good = TestUpstream::http(echo_everything()).await;
     let evil = TestUpstream::http(echo_everything()).await;
     let owner = m2m(ORG, "victim-app");
@@ -586,7 +580,7 @@ pub async fn an_existing_value_cannot_be_sent_to_another_host() {
 }
 
 pub async fn writes_check_upstreams_and_values_that_go_in_headers() {
-    let (tv, _) = stack().await;
+    let (tv, _) = proxy_stack().await;
     let token = m2m(ORG, "writer");
     for (body, code) in [
         (json!({"name": "a", "value": "v", "access": "use-only"}), "invalid_access"),

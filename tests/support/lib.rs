@@ -539,6 +539,13 @@ pub async fn proxy_over(
     token_vault::Proxy::new(vault, options).expect("proxy builds")
 }
 
+/// A vault on a fresh server that lets upstreams on loopback be written, and a proxy over that server.
+pub async fn proxy_stack() -> (TestVault, token_vault::Proxy) {
+    let tv = TestVault::start_with(&[("VAULT_PROXY_ALLOW_LOOPBACK", "true")]).await;
+    let proxy = proxy_over(&tv.client, &[], token_vault::ProxyOptions::default()).await;
+    (tv, proxy)
+}
+
 /// An answer of the proxy, its body not read yet.
 #[derive(Debug)]
 pub struct ProxyReply {

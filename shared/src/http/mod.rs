@@ -23,7 +23,7 @@ use request::{Parsed, parse};
 use response::{batch_response, json_response, list_body, secret_response, versions_body, with_etag};
 
 pub(crate) use request::raw_path;
-pub(crate) use response::{EventView, error_json, error_response};
+pub(crate) use response::{EventView, error_allowing, error_json, error_response, response as json_text};
 
 /// The operations, one per Lambda function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

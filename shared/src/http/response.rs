@@ -144,7 +144,8 @@ pub(super) fn versions_body<'a>(name: &'a str, versions: &'a [SecretItem]) -> Ve
     }
 }
 
-pub(super) fn response(status: StatusCode, body: String) -> Response<Body> {
+/// A JSON response of `body`'s text, with the headers every API answer carries.
+pub(crate) fn response(status: StatusCode, body: String) -> Response<Body> {
     let mut resp = Response::new(Body::Text(body));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
@@ -174,6 +175,12 @@ pub(crate) fn error_response(e: &ApiError, op: Operation) -> Response<Body> {
         Method::DELETE => "DELETE",
         _ => "GET",
     };
+    error_allowing(e, allow)
+}
+
+/// The response for an error on a route that answers `allow`: its status, the envelope, and the headers
+/// the error carries.
+pub(crate) fn error_allowing(e: &ApiError, allow: &'static str) -> Response<Body> {
     let mut resp = error_envelope(e);
     for (name, value) in e.headers(allow) {
         resp.headers_mut().insert(name, value);

@@ -19,7 +19,8 @@ use crate::error::{ApiError, Code};
 use crate::http::raw_path;
 use crate::model::{Injection, RequestMeta};
 use crate::rules::{
-    self, MAX_PROXY_BODY_BYTES, PROXY_METHODS, VALUE_PLACEHOLDER, check_query, normalize_path, parse_base_url,
+    self, MAX_PROXY_BODY_BYTES, PROXY_METHODS, check_query, check_query_leaves_out, fill_header, normalize_path,
+    parse_base_url,
 };
 use crate::service::{Usable, UseRequest};
 
@@ -131,7 +132,7 @@ fn body_bytes(req: &Request) -> &[u8] {
 }
 
 /// `value` percent-encoded as a query parameter carries it (unreserved characters as they are).
-fn percent_encode(value: &[u8]) -> String {
+pub(crate) fn percent_encode(value: &[u8]) -> String {
     let mut out = String::with_capacity(value.len() * 3);
     for &b in value {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
@@ -231,12 +232,8 @@ fn upstream_request(req: &Request, target: &Target, usable: &Usable) -> Result<h
     let mut injected_header = None;
     match &up.inject {
         Injection::Query { name } => {
-            if query.split('&').any(|kv| kv.split('=').next() == Some(name.as_str())) {
-                return Err(ApiError::bad_request(
-                    Code::InvalidQuery,
-                    format!("The query string names {name}, the parameter the vault sets itself."),
-                ));
-            }
+            // Checked before the use was counted (service::usage); kept here as the last line.
+            check_query_leaves_out(&query, name)?;
             if !query.is_empty() {
                 query.push('&');
             }
@@ -245,13 +242,7 @@ fn upstream_request(req: &Request, target: &Target, usable: &Usable) -> Result<h
             query.push_str(&percent_encode(value.as_bytes()));
         }
         Injection::Header { name, template } => {
-            let filled = Zeroizing::new(template.replacen(VALUE_PLACEHOLDER, value, 1));
-            let mut v = HeaderValue::from_str(&filled).map_err(|_| ApiError::BadGateway {
-                code: Code::UpstreamUnavailable,
-                message: "The secret's value cannot be sent in a header (it holds characters a header cannot carry)."
-                    .into(),
-            })?;
-            v.set_sensitive(true);
+            let v = fill_header(template, value)?;
             let name = HeaderName::from_bytes(name.as_bytes()).map_err(ApiError::internal)?;
             injected_header = Some((name, v));
         }

@@ -22,6 +22,7 @@ use client::{AddrPolicy, UpstreamClient, upstream_client};
 
 pub use body::ProxyBody;
 pub use client::ProxyOptions;
+pub(crate) use forward::percent_encode;
 
 /// The route prefix the proxy serves.
 pub const PROXY_PATH: &str = "/vault/proxy/";

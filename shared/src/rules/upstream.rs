@@ -387,9 +387,47 @@ pub(crate) fn check_header_value(value: &[u8]) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Refuses a caller's query string that names `name`, the parameter the vault sets itself.
+pub(crate) fn check_query_leaves_out(query: &str, name: &str) -> Result<(), ApiError> {
+    if query.split('&').any(|kv| kv.split('=').next() == Some(name)) {
+        return Err(ApiError::bad_request(
+            Code::InvalidQuery,
+            format!("The query string names {name}, the parameter the vault sets itself."),
+        ));
+    }
+    Ok(())
+}
+
+/// The header value a template makes of a secret's value (marked sensitive), or the error for a value
+/// a header cannot carry. The filled text is zeroized once the header holds it.
+pub(crate) fn fill_header(template: &str, value: &str) -> Result<lambda_http::http::HeaderValue, ApiError> {
+    let filled = zeroize::Zeroizing::new(template.replacen(VALUE_PLACEHOLDER, value, 1));
+    let mut header = lambda_http::http::HeaderValue::from_str(&filled).map_err(|_| ApiError::BadGateway {
+        code: Code::UpstreamUnavailable,
+        message: "The secret's value cannot be sent in a header (it holds characters a header cannot carry).".into(),
+    })?;
+    header.set_sensitive(true);
+    Ok(header)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn injected_parameters_and_headers() {
+        assert!(check_query_leaves_out("a=1&b=2", "key").is_ok());
+        assert!(check_query_leaves_out("", "key").is_ok());
+        assert!(check_query_leaves_out("keyx=1", "key").is_ok());
+        for q in ["key=1", "a=1&key", "a&key=2&b"] {
+            assert_eq!(check_query_leaves_out(q, "key").unwrap_err().code(), "invalid_query", "{q}");
+        }
+        let h = fill_header("Bearer {value}", "sk-1").unwrap();
+        assert_eq!((h.to_str().unwrap(), h.is_sensitive()), ("Bearer sk-1", true));
+        let e = fill_header("{value}", "a\nb").unwrap_err();
+        assert_eq!(e.code(), "upstream_unavailable");
+        assert!(!format!("{e:?}").contains("a\nb"), "the value is never in the error");
+    }
 
     fn wire(base_url: &str) -> UpstreamWire {
         UpstreamWire { base_url: base_url.into(), ..Default::default() }

@@ -9,7 +9,7 @@ use super::Vault;
 use crate::error::{ApiError, Code};
 use crate::model::{EventKind, Injection, Principal, RequestMeta, Upstream};
 use crate::policy;
-use crate::rules::path_allowed;
+use crate::rules::{self, path_allowed};
 use crate::store::{Count, SecretItem, ToItem};
 
 /// Longest path an audit record keeps.
@@ -105,28 +105,9 @@ impl Vault {
 /// Whether the call can be sent: the caller's query does not name the parameter the vault sets, and the
 /// value fits where it is injected (a header carries no control character).
 fn sendable(upstream: &Upstream, query: Option<&str>, value: Option<&str>) -> Result<(), ApiError> {
-    match &upstream.inject {
-        Injection::Query { name } => {
-            if query.is_some_and(|q| q.split('&').any(|kv| kv.split('=').next() == Some(name.as_str()))) {
-                return Err(ApiError::bad_request(
-                    Code::InvalidQuery,
-                    format!("The query string names {name}, the parameter the vault sets itself."),
-                ));
-            }
-        }
-        Injection::Header { template, .. } => {
-            if let Some(v) = value {
-                let filled = zeroize::Zeroizing::new(template.replacen(crate::rules::VALUE_PLACEHOLDER, v, 1));
-                if lambda_http::http::HeaderValue::from_str(&filled).is_err() {
-                    return Err(ApiError::BadGateway {
-                        code: Code::UpstreamUnavailable,
-                        message:
-                            "The secret's value cannot be sent in a header (it holds characters a header cannot carry)."
-                                .into(),
-                    });
-                }
-            }
-        }
+    match (&upstream.inject, query, value) {
+        (Injection::Query { name }, Some(q), _) => rules::check_query_leaves_out(q, name),
+        (Injection::Header { template, .. }, _, Some(v)) => rules::fill_header(template, v).map(drop),
+        _ => Ok(()),
     }
-    Ok(())
 }
