@@ -87,32 +87,30 @@ async fn page_through(t: &TestVault, call: impl Fn() -> Call, limit: usize) -> V
 async fn queries_merge_every_shard_and_the_unsharded_days_newest_first_and_resume_exactly() {
     let t = TestVault::start().await;
     let org = "org-shards";
-    let now = time::OffsetDateTime::now_utc();
+    // Every time is relative to noon yesterday (UTC), so no event crosses a day boundary whenever this runs.
+    let noon = (time::OffsetDateTime::now_utc().date() - time::Duration::days(1)).midnight().assume_utc()
+        + time::Duration::hours(12);
     let mut items = Vec::new();
-    // 300 events of today, 120 of them in one millisecond (their ids differ in the random bits only),
-    // 60 from two days ago, and 90 that an earlier build wrote into the unsharded partitions of today,
-    // yesterday and five days ago. Some about the hot secret, some not.
-    for i in 0..300i64 {
-        let at = if i < 120 { now - time::Duration::seconds(5) } else { now - time::Duration::milliseconds(7 * i) };
+    // 600 events of that day, 120 of them in one millisecond (their ids differ in the random bits only),
+    // 60 from two days before, and 90 that an earlier build wrote into the unsharded partitions of that
+    // day, the day before and five days before. Some about the hot secret, some not.
+    for i in 0..600i64 {
+        let at = if i < 120 { noon - time::Duration::seconds(5) } else { noon - time::Duration::milliseconds(7 * i) };
         let name = if i % 3 == 0 { "hot" } else { "other" };
         items.push(event(org, name, EventKind::Retrieved, at));
     }
     for i in 0..60i64 {
-        items.push(event(
-            org,
-            if i % 2 == 0 { "hot" } else { "cold" },
-            EventKind::Created,
-            now - time::Duration::days(2) - time::Duration::seconds(i),
-        ));
+        let at = noon - time::Duration::days(2) - time::Duration::seconds(i);
+        items.push(event(org, if i % 2 == 0 { "hot" } else { "cold" }, EventKind::Created, at));
     }
     for (i, days) in (0..90i64).zip([0, 1, 5].into_iter().cycle()) {
-        let at = now - time::Duration::days(days) - time::Duration::minutes(i + 1);
+        let at = noon - time::Duration::days(days) - time::Duration::minutes(i + 1);
         let name = if i % 2 == 0 { "hot" } else { "other" };
         items.push(unsharded(event(org, name, EventKind::Retrieved, at), at, org));
     }
     // Another organization's events, in the same shards' key space: never returned.
     for i in 0..40i64 {
-        items.push(event("org-neighbour", "hot", EventKind::Retrieved, now - time::Duration::seconds(i)));
+        items.push(event("org-neighbour", "hot", EventKind::Retrieved, noon - time::Duration::seconds(i)));
     }
     write_all(&t, items.clone()).await;
 
@@ -132,15 +130,15 @@ async fn queries_merge_every_shard_and_the_unsharded_days_newest_first_and_resum
     expected.sort_by(|a, b| b.0.cmp(&a.0));
     let all: Vec<String> = expected.iter().map(|(id, _)| id.clone()).collect();
     let hot: Vec<String> = expected.iter().filter(|(_, n)| n == "hot").map(|(id, _)| id.clone()).collect();
-    assert_eq!(all.len(), 450);
+    assert_eq!(all.len(), 750);
 
     let adm = admin(org, "ops");
     // One page holds all of them, newest first, nothing twice, nothing of the neighbour's.
-    let r = t.send(Call::new("GET", "/vault/audit").token(&adm).query("limit", "500")).await;
-    assert_eq!((r.status, r.json["nextToken"].clone()), (200, json!(null)), "{}", r.body);
+    let r = t.send(Call::new("GET", "/vault/audit").token(&adm).query("limit", "1000")).await;
+    assert_eq!((r.status, r.json["nextToken"].clone()), (200, json!(null)), "{}", r.status);
     assert_eq!(ids(&r), all);
     // Pages of every size join up to exactly the same list.
-    for limit in [7, 100] {
+    for limit in [16, 250] {
         let paged = page_through(&t, || Call::new("GET", "/vault/audit").token(&adm), limit).await;
         assert_eq!(paged.len(), all.len(), "limit {limit}");
         assert_eq!(paged, all, "limit {limit}");
@@ -154,6 +152,32 @@ async fn queries_merge_every_shard_and_the_unsharded_days_newest_first_and_resum
     let cold = page_through(&t, || Call::new("GET", "/vault/audit").token(&adm).query("secret", "cold"), 1).await;
     let expected_cold: Vec<String> = expected.iter().filter(|(_, n)| n == "cold").map(|(id, _)| id.clone()).collect();
     assert_eq!((cold.len(), &cold), (30, &expected_cold));
+    // A filter that matches nothing, one event a page: an empty page and nothing to follow.
+    let r = t
+        .send(Call::new("GET", "/vault/audit").token(&adm).query("event", "vault.secret.deleted").query("limit", "1"))
+        .await;
+    assert_eq!((r.status, ids(&r).len(), &r.json["nextToken"]), (200, 0, &json!(null)), "{}", r.body);
+    // A range before any id (1970): nothing, at once.
+    let r = t
+        .send(
+            Call::new("GET", "/vault/audit")
+                .token(&adm)
+                .query("from", "0001-01-01T00:00:00Z")
+                .query("to", "0001-03-01T00:00:00Z"),
+        )
+        .await;
+    assert_eq!((r.status, ids(&r).len()), (200, 0), "{}", r.body);
+    // A cursor as the build before the shards wrote it at a day's end (no id): everything of that day
+    // and before, in order.
+    use base64::Engine;
+    let day = noon.date() - time::Duration::days(1);
+    let old =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json!({"d": format!("{day}"), "b": null}).to_string());
+    let r = t.send(Call::new("GET", "/vault/audit").token(&adm).query("nextToken", &old).query("limit", "500")).await;
+    let day_end = format!("{:012x}", (day + time::Duration::days(1)).midnight().assume_utc().unix_timestamp() * 1000);
+    let older: Vec<String> = all.iter().filter(|id| id.as_str() < day_end.as_str()).cloned().collect();
+    assert_eq!((r.status, ids(&r)), (200, older.clone()), "{}", r.body);
+    assert_eq!(older.len(), 60 + 60, "two days before, and the unsharded days before");
     // A filter combined with paging: the created events only, 60 of them, two days ago.
     let created =
         page_through(&t, || Call::new("GET", "/vault/audit").token(&adm).query("event", "vault.secret.created"), 8)

@@ -140,7 +140,12 @@ pub async fn create_tables(client: &Client, tables: Tables<'_>) -> Result<(), St
     } else {
         // A table made before the per-secret index (a local database kept from an earlier version) gets it
         // added, as a stack update adds it to a deployed table.
-        let table = client.describe_table().table_name(audit_table).send().await.map_err(|e| token_vault::chain(&e))?;
+        let table = client
+            .describe_table()
+            .table_name(audit_table)
+            .send()
+            .await
+            .map_err(|e| format!("describing {audit_table}: {}", token_vault::chain(&e)))?;
         let indexes = table.table.and_then(|t| t.global_secondary_indexes).unwrap_or_default();
         if !indexes.iter().any(|i| i.index_name() == Some(schema::SECRET_INDEX)) {
             let create = CreateGlobalSecondaryIndexAction::builder()

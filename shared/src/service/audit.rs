@@ -25,6 +25,9 @@ use crate::store::{AUDIT_SHARDS, AuditFilter, AuditPart, AuditSource, Item, sche
 /// early with a `nextToken`.
 const MAX_AUDIT_ROUNDS: usize = 100;
 
+/// The most events one Query of a stream evaluates once its filter has matched nothing for a while.
+const MAX_QUERY_LIMIT: usize = 1_000;
+
 /// Most Queries of one round in flight at once.
 const MAX_CONCURRENT_QUERIES: usize = 64;
 
@@ -74,6 +77,9 @@ struct Stream<'a> {
     top: Option<u128>,
     /// Read and matching, not returned yet, newest first (all above `top`).
     read: VecDeque<(u128, Item)>,
+    /// Reads in a row that evaluated events and matched none: each doubles the next one's limit, so a
+    /// filter that matches little still makes headway.
+    misses: u32,
 }
 
 /// An event id (32 hex digits) as the number it spells.
@@ -104,7 +110,7 @@ fn day_start(day: Date) -> u128 {
 
 /// The highest id of a UTC day.
 fn day_end(day: Date) -> u128 {
-    day.next_day().map_or(u128::MAX, |next| day_start(next) - 1)
+    day.next_day().map_or(u128::MAX, |next| day_start(next).saturating_sub(1))
 }
 
 impl Vault {
@@ -129,12 +135,12 @@ impl Vault {
             Some(name) => Partition::Secret(name, n),
             None => Partition::Shard(n),
         });
-        // Days written before the shards: one partition each (filtered by name for one secret's events),
-        // read until their events expire.
+        // Days written before the shards: one partition each (filtered by name for one secret's events).
+        // Ids start in 1970: a range reaching further back has no days there.
         let mut days = Vec::new();
         if let Some(top) = top {
             let mut day = day_of(top);
-            while day >= q.from.date() {
+            while day >= q.from.date().max(day_of(lowest)) {
                 days.push(Partition::Unsharded(day));
                 day = match day.previous_day() {
                     Some(d) => d,
@@ -149,7 +155,7 @@ impl Vault {
                     Partition::Unsharded(day) => top.map(|t| t.min(day_end(day))),
                     _ => top,
                 };
-                Stream { partition, top, read: VecDeque::new() }
+                Stream { partition, top, read: VecDeque::new(), misses: 0 }
             })
             .collect();
 
@@ -190,7 +196,8 @@ impl Vault {
                 .iter_mut()
                 .filter(|s| s.top.is_some_and(|t| t == frontier || s.read.is_empty()))
                 .map(|s| {
-                    let limit = if matches!(s.partition, Partition::Unsharded(_)) { need } else { per_shard };
+                    let base = if matches!(s.partition, Partition::Unsharded(_)) { need } else { per_shard };
+                    let limit = base.saturating_mul(1 << s.misses.min(10)).min(MAX_QUERY_LIMIT.max(base));
                     self.read_on(p, s, &q.filter, lowest, limit)
                 })
                 .collect::<Vec<_>>();
@@ -219,6 +226,7 @@ impl Vault {
         let (lo, hi) = (id_text(floor), id_text(top));
         let part = AuditPart { org_id: &p.org_id, source, lowest: &lo, highest: &hi, filter, limit };
         let (items, evaluated) = self.store.query_audit_part(part).await?;
+        s.misses = if items.is_empty() && evaluated.is_some() { s.misses + 1 } else { 0 };
         for item in items {
             let id = item.get(schema::SK).and_then(|v| v.as_s().ok()).and_then(|id| id_number(id));
             s.read.push_back((id.ok_or_else(bad_id)?, item));
@@ -251,5 +259,8 @@ mod tests {
         assert_eq!(id_text(id_number(id).unwrap()), id);
         assert_eq!(id_number("xyz"), None);
         assert_eq!(id_number(&"f".repeat(33)), None);
+        // Before 1970 there are no ids: those days end at the first.
+        assert_eq!(day_end(time::macros::date!(1969 - 12 - 31)), 0);
+        assert_eq!(day_of(0), time::macros::date!(1970 - 01 - 01));
     }
 }
