@@ -16,10 +16,13 @@ use std::sync::Arc;
 
 use lambda_http::{Request, service_fn};
 
+use crate::auth::TokenVerifier;
 use crate::config::{Config, KeyUse};
+use crate::error::ApiError;
 use crate::http::{Operation, handle};
 use crate::proxy::{Proxy, ProxyOptions, handle_proxy};
 use crate::service::Vault;
+use crate::timings;
 
 /// Installs the log subscriber, as Lambda's advanced logging controls configure it: JSON lines when
 /// `AWS_LAMBDA_LOG_FORMAT=JSON` (the template's setting), plain text otherwise; no timestamps (CloudWatch
@@ -107,8 +110,10 @@ pub fn sdk_config_loader() -> aws_config::ConfigLoader {
 /// Runs the HTTP function that serves `op`, which is all its `main` does: logging, configuration and
 /// the DynamoDB client once per cold start, then every request through [`crate::http::handle`].
 pub async fn serve(op: Operation) -> Result<(), lambda_http::Error> {
-    init_logging();
+    timings::start();
+    timings::time("config", init_logging);
     let vault = vault_from_env_for(op.key_use()).await;
+    timings::finish();
     lambda_http::run(service_fn(|req: Request| {
         let vault = &vault;
         async move { Ok::<_, Infallible>(handle(vault, op, req).await) }
@@ -120,8 +125,10 @@ pub async fn serve(op: Operation) -> Result<(), lambda_http::Error> {
 /// responses (Lambda's response streaming, behind a function URL: an API Gateway HTTP API buffers
 /// responses and ends them at 30 s, and a model's answer streams for minutes).
 pub async fn serve_proxy() -> Result<(), lambda_http::Error> {
-    init_logging();
+    timings::start();
+    timings::time("config", init_logging);
     let proxy = proxy_from_env().await;
+    timings::finish();
     lambda_http::run_with_streaming_response(service_fn(|req: Request| {
         let proxy = &proxy;
         async move { Ok::<_, Infallible>(handle_proxy(proxy, req).await) }
@@ -132,8 +139,10 @@ pub async fn serve_proxy() -> Result<(), lambda_http::Error> {
 /// Runs the MCP function (`/vault/mcp`): the proxy's vault and upstream client, answering each JSON-RPC
 /// message with one buffered JSON response (stateless Streamable HTTP, behind API Gateway).
 pub async fn serve_mcp() -> Result<(), lambda_http::Error> {
-    init_logging();
+    timings::start();
+    timings::time("config", init_logging);
     let proxy = proxy_from_env().await;
+    timings::finish();
     lambda_http::run(service_fn(|req: Request| {
         let proxy = &proxy;
         async move { Ok::<_, Infallible>(crate::mcp::handle_mcp(proxy, req).await) }
@@ -153,7 +162,9 @@ async fn proxy_from_env() -> Proxy {
 /// Runs the portal function: the static admin page and the OpenAPI document. It needs no configuration
 /// and no AWS client.
 pub async fn serve_portal() -> Result<(), lambda_http::Error> {
-    init_logging();
+    timings::start();
+    timings::time("config", init_logging);
+    timings::finish();
     lambda_http::run(service_fn(|req: Request| async move { Ok::<_, Infallible>(crate::portal::handle(&req)) })).await
 }
 
@@ -166,8 +177,10 @@ where
     F: Fn(Arc<Vault>, lambda_http::LambdaEvent<T>) -> Fut,
     Fut: Future<Output = Result<serde_json::Value, lambda_http::Error>> + Send,
 {
-    init_logging();
+    timings::start();
+    timings::time("config", init_logging);
     let vault = Arc::new(vault_from_env_for(keys).await);
+    timings::finish();
     lambda_http::lambda_runtime::run(service_fn(|event| job(vault.clone(), event))).await
 }
 
@@ -182,19 +195,25 @@ async fn vault_from_env_for(keys: KeyUse) -> Vault {
         tracing::error!("refusing to start: {e}");
         std::process::exit(1);
     };
-    let mut config = Config::from_env(keys).unwrap_or_else(|e| refuse(&e));
+    let refuse_api = |e: ApiError| -> ! { refuse(&crate::error::chain(&e)) };
+    let mut config = timings::time("config", || Config::from_env(keys)).unwrap_or_else(|e| refuse(&e));
     let sdk = sdk_config_loader().load().await;
-    if config.sealed_keyring.is_some() {
-        let kms = aws_sdk_kms::Client::new(&sdk);
-        config.unseal_keyring(&kms).await.unwrap_or_else(|e| refuse(&e));
-    }
-    match Vault::new(config, aws_sdk_dynamodb::Client::new(&sdk)).await {
-        Ok(vault) => vault,
-        Err(e) => {
-            tracing::error!("refusing to start: {}", crate::error::chain(&e));
-            std::process::exit(1);
+    let verifier = TokenVerifier::unfetched(&config.jwt).unwrap_or_else(|e| refuse_api(e));
+    // The cold start's two round trips, the KMS `Decrypt` of the key ring and the JWKS fetch, are made
+    // at once: neither needs the other.
+    let sealed = config.sealed_keyring.take();
+    let kms = sealed.as_ref().map(|_| aws_sdk_kms::Client::new(&sdk));
+    let unseal = async {
+        match (sealed, &kms) {
+            (Some(sealed), Some(kms)) => timings::time_async("kms", sealed.open(kms)).await.map(Some),
+            _ => Ok(None),
         }
+    };
+    let (keyring, ()) = timings::time_async("network", async { tokio::join!(unseal, verifier.fetch_keys()) }).await;
+    if let Some(ring) = keyring.unwrap_or_else(|e| refuse(&e)) {
+        config.keyring = Some(ring);
     }
+    Vault::with_verifier(config, aws_sdk_dynamodb::Client::new(&sdk), verifier).unwrap_or_else(|e| refuse_api(e))
 }
 
 #[cfg(test)]

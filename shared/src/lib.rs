@@ -13,6 +13,8 @@
 //! config                the environment, read once
 //! crypto, rules         keys and envelopes; every limit and input rule
 //! model, error          the domain words; every error and code the API can send
+//! tls                   the TLS settings and root certificates the HTTPS clients share
+//! timings               cold-start phase timings (VAULT_INIT_TIMINGS=1), for the benchmarks
 //! ```
 //!
 //! The modules are private; what the functions, the local tools, the tests and the benchmarks use is
@@ -33,6 +35,8 @@ mod proxy;
 mod rules;
 mod service;
 mod store;
+mod timings;
+mod tls;
 
 pub use auth::TokenVerifier;
 pub use config::{

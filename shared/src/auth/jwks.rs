@@ -3,7 +3,6 @@
 //! redirects.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -93,18 +92,21 @@ impl Jwks {
 
 /// The JWKS client: hyper with rustls, the same HTTP and TLS stack (and the same aws-lc crypto) that the
 /// AWS SDK already brings, so fetching keys adds no second stack to the package. Servers are verified
-/// against the system's root certificates. Plain `http://` is reachable only because configuration
-/// allows it for localhost alone.
+/// against the system's root certificates ([`crate::tls`], read once per process). Plain `http://` is
+/// reachable only because configuration allows it for localhost alone.
 pub(super) type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
 pub(super) fn https_client() -> Result<HttpsClient, ApiError> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(Duration::from_secs(2)));
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let roots = crate::tls::system_roots();
+    if roots.is_empty() {
+        return Err(ApiError::internal("no root certificates to verify the JWKS server with"));
+    }
+    let tls = crate::tls::client_config(roots).map_err(ApiError::internal)?;
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_native_roots(provider)
-        .map_err(|e| ApiError::internal(format!("no root certificates to verify the JWKS server with: {e}")))?
+        .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);

@@ -53,23 +53,26 @@ impl TokenVerifier {
     /// Builds a verifier. With JWKS, the key set is fetched now (cold start); a failure is logged and
     /// retried on the first token that needs it.
     pub async fn new(config: &JwtConfig) -> Result<Self, ApiError> {
+        let verifier = Self::unfetched(config)?;
+        verifier.fetch_keys().await;
+        Ok(verifier)
+    }
+
+    /// Builds a verifier whose JWKS key set, if it has one, is not fetched yet: the cold start fetches
+    /// it with [`TokenVerifier::fetch_keys`] while its KMS call is in flight.
+    pub(crate) fn unfetched(config: &JwtConfig) -> Result<Self, ApiError> {
         let keys = match &config.keys {
             JwtKeySource::Hs256 { secret } => Keys::Hs256(
                 DecodingKey::from_secret(secret.expose_secret()).map_err(|e| ApiError::internal(e.to_string()))?,
             ),
-            JwtKeySource::Jwks { url } => {
-                let http = https_client()?;
-                let jwks = Jwks {
-                    url: url.clone(),
-                    http,
-                    keys: RwLock::new(HashMap::new()),
-                    last_fetch: Mutex::new(None),
-                    fetched: std::sync::atomic::AtomicBool::new(false),
-                    min_refresh: config.jwks_min_refresh,
-                };
-                jwks.refresh(true).await;
-                Keys::Jwks(Box::new(jwks))
-            }
+            JwtKeySource::Jwks { url } => Keys::Jwks(Box::new(Jwks {
+                url: url.clone(),
+                http: https_client()?,
+                keys: RwLock::new(HashMap::new()),
+                last_fetch: Mutex::new(None),
+                fetched: std::sync::atomic::AtomicBool::new(false),
+                min_refresh: config.jwks_min_refresh,
+            })),
         };
         Ok(Self {
             issuer: config.issuer.clone(),
@@ -77,6 +80,14 @@ impl TokenVerifier {
             keys,
             claims: config.claims.clone(),
         })
+    }
+
+    /// With JWKS, fetches the key set (cold start); a failure is logged and retried on the first token
+    /// that needs it. Nothing to do with HS256.
+    pub(crate) async fn fetch_keys(&self) {
+        if let Keys::Jwks(jwks) = &self.keys {
+            crate::timings::time_async("jwks", jwks.refresh(true)).await;
+        }
     }
 
     /// Verifies the `Authorization` header value and returns the principal. Every failure is a 401.

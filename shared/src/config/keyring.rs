@@ -46,33 +46,40 @@ impl SealedKeyring {
     }
 }
 
-impl Config {
-    /// Opens the KMS-sealed key ring, if the configuration holds one, with one `Decrypt` under its
-    /// encryption context. A ring that does not open fails the cold start with one clear line (which
-    /// names neither the ciphertext nor any key).
-    pub async fn unseal_keyring(&mut self, kms: &aws_sdk_kms::Client) -> Result<(), ConfigError> {
-        let Some(sealed) = self.sealed_keyring.take() else { return Ok(()) };
+impl SealedKeyring {
+    /// Opens the ring with one `Decrypt` under its encryption context. A ring that does not open is one
+    /// clear error (which names neither the ciphertext nor any key).
+    pub(crate) async fn open(self, kms: &aws_sdk_kms::Client) -> Result<Keyring, ConfigError> {
         let invalid = |why: String| ConfigError::Invalid { name: "VAULT_KEYRING_CIPHERTEXT", why };
         let out = kms
             .decrypt()
-            .ciphertext_blob(Blob::new(sealed.ciphertext))
+            .ciphertext_blob(Blob::new(self.ciphertext))
             .encryption_context("purpose", KEYRING_PURPOSE)
-            .encryption_context("stack", &sealed.stack)
-            .set_key_id(sealed.key_id)
+            .encryption_context("stack", &self.stack)
+            .set_key_id(self.key_id)
             .send()
             .await
             .map_err(|e| invalid(format!("AWS KMS did not decrypt it: {}", crate::error::chain(&e))))?;
         let plain = Zeroizing::new(out.plaintext.map(Blob::into_inner).unwrap_or_default());
         let text = std::str::from_utf8(&plain).map_err(|_| invalid("it does not decrypt to a key ring".into()))?;
         let text = Zeroizing::new(text.trim().to_owned());
-        let ring = if text.contains(':') {
-            Keyring::parse(&text).map_err(|why| invalid(format!("the key ring it holds is invalid: {why}")))?
+        if text.contains(':') {
+            Keyring::parse(&text).map_err(|why| invalid(format!("the key ring it holds is invalid: {why}")))
         } else {
-            Keyring::single(
+            Ok(Keyring::single(
                 MasterKey::from_hex(&text).map_err(|why| invalid(format!("the key it holds is invalid: {why}")))?,
-            )
-        };
-        self.keyring = Some(ring);
+            ))
+        }
+    }
+}
+
+impl Config {
+    /// Opens the KMS-sealed key ring, if the configuration holds one, with one `Decrypt` under its
+    /// encryption context. A ring that does not open fails the cold start with one clear line (which
+    /// names neither the ciphertext nor any key).
+    pub async fn unseal_keyring(&mut self, kms: &aws_sdk_kms::Client) -> Result<(), ConfigError> {
+        let Some(sealed) = self.sealed_keyring.take() else { return Ok(()) };
+        self.keyring = Some(sealed.open(kms).await?);
         Ok(())
     }
 }

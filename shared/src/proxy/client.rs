@@ -1,7 +1,8 @@
 //! The upstream client: hyper with rustls (the stack the AWS SDK already brings), TLS verified against
-//! the system's roots (plus any a test adds), never following redirects, and an address guard that
-//! refuses every address that is not a public one, twice: when a name is resolved (at call time, so a
-//! name that changes its answer is judged on the answer used), and on the peer of every connection.
+//! the system's roots ([`crate::tls`], read once per process; plus any a test adds), never following
+//! redirects, and an address guard that refuses every address that is not a public one, twice: when a
+//! name is resolved (at call time, so a name that changes its answer is judged on the answer used), and
+//! on the peer of every connection.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -202,23 +203,20 @@ pub(crate) type UpstreamClient = Client<hyper_rustls::HttpsConnector<GuardedConn
 /// Builds the upstream client. Plain `http://` is allowed only with the local-development switch (and
 /// the policy then lets loopback alone through beside public addresses).
 pub(crate) fn upstream_client(policy: AddrPolicy, options: &ProxyOptions) -> Result<UpstreamClient, ApiError> {
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    roots.add_parsable_certificates(native.certs);
-    for root in &options.extra_roots {
-        roots
-            .add(root.clone())
-            .map_err(|e| ApiError::internal(format!("an extra root certificate is unusable: {e}")))?;
+    let mut roots = crate::tls::system_roots();
+    if !options.extra_roots.is_empty() {
+        let mut with_extra = (*roots).clone();
+        for root in &options.extra_roots {
+            with_extra
+                .add(root.clone())
+                .map_err(|e| ApiError::internal(format!("an extra root certificate is unusable: {e}")))?;
+        }
+        roots = Arc::new(with_extra);
     }
     if roots.is_empty() {
         return Err(ApiError::internal("no root certificates to verify upstreams with"));
     }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(ApiError::internal)?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let tls = crate::tls::client_config(roots).map_err(ApiError::internal)?;
     let mut http = HttpConnector::new_with_resolver(GuardedResolver { policy, hosts: Arc::new(options.hosts.clone()) });
     http.enforce_http(false);
     http.set_connect_timeout(Some(CONNECT_TIMEOUT));

@@ -71,15 +71,32 @@ fn now_rfc3339(now: OffsetDateTime) -> String {
 impl Vault {
     /// Builds the vault from its configuration and a DynamoDB client.
     pub async fn new(config: Config, dynamodb: aws_sdk_dynamodb::Client) -> Result<Self, ApiError> {
+        Self::check_unsealed(&config)?;
+        let verifier = TokenVerifier::new(&config.jwt).await?;
+        Self::with_verifier(config, dynamodb, verifier)
+    }
+
+    fn check_unsealed(config: &Config) -> Result<(), ApiError> {
         if config.sealed_keyring.is_some() {
             return Err(ApiError::internal("the KMS-sealed key ring was not opened (Config::unseal_keyring)"));
         }
+        Ok(())
+    }
+
+    /// As [`Vault::new`], with the token verifier already built (the cold start builds it beside its
+    /// KMS call).
+    pub(crate) fn with_verifier(
+        config: Config,
+        dynamodb: aws_sdk_dynamodb::Client,
+        verifier: TokenVerifier,
+    ) -> Result<Self, ApiError> {
+        Self::check_unsealed(&config)?;
         Ok(Self {
             store: Store::new(
                 dynamodb,
                 Tables { secrets: &config.secrets_table, audit: &config.audit_table, keys: &config.keys_table },
             ),
-            verifier: TokenVerifier::new(&config.jwt).await?,
+            verifier,
             keyring: config.keyring,
             org_keys: RwLock::new(HashMap::new()),
             audit_retention_days: config.audit_retention_days,
