@@ -412,7 +412,7 @@ impl TestVault {
                 }
             }
         }
-        out.sort_by(|a, b| s(a, "sk").cmp(&s(b, "sk")));
+        out.sort_by_key(|a| s(a, "sk"));
         out
     }
 
