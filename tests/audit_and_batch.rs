@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use serde_json::{Value, json};
-use token_vault::{AuditEvent, EventKind, Principal, RequestMeta, TokenKind, table::ToItem};
+use token_vault::EventKind;
 use vault_tests::*;
 
 fn batch(token: &str, body: Value) -> Call {
@@ -131,24 +131,8 @@ async fn batch_get_validates_its_body_and_fails_closed() {
 
 /// Stores an audit event as if it happened at `at` (the API only ever writes "now").
 async fn backdate(t: &TestVault, org: &str, at: time::OffsetDateTime, name: &str) {
-    let p = Principal {
-        org_id: org.into(),
-        client_id: "client-a".into(),
-        kind: TokenKind::Machine,
-        scopes: Default::default(),
-        admin: false,
-    };
-    let meta = RequestMeta { request_id: format!("old-{name}"), ..Default::default() };
-    let event = AuditEvent {
-        kind: EventKind::Retrieved,
-        principal: &p,
-        meta: &meta,
-        secret_name: name,
-        owner: None,
-        outcome: "success",
-        detail: None,
-    };
-    t.client.put_item().table_name(AUDIT_TABLE).set_item(Some(event.to_item(at, 365))).send().await.unwrap();
+    let item = audit_item(org, name, EventKind::Retrieved, at);
+    t.client.put_item().table_name(AUDIT_TABLE).set_item(Some(item)).send().await.unwrap();
 }
 
 #[tokio::test]

@@ -7,34 +7,12 @@ use std::collections::{BTreeMap, HashSet};
 
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use serde_json::json;
-use token_vault::table::{AUDIT_SHARDS, Item, ToItem, schema, unsharded_audit_partition_key};
-use token_vault::{AuditEvent, EventKind, Principal, RequestMeta, TokenKind};
+use token_vault::EventKind;
+use token_vault::table::{AUDIT_SHARDS, Item, schema, unsharded_audit_partition_key};
 use vault_tests::*;
 
 fn ids(r: &Reply) -> Vec<String> {
     r.json["events"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect()
-}
-
-/// The item of an event about `name` at `at`, as the vault writes it.
-fn event(org: &str, name: &str, kind: EventKind, at: time::OffsetDateTime) -> Item {
-    let p = Principal {
-        org_id: org.into(),
-        client_id: "client-a".into(),
-        kind: TokenKind::Machine,
-        scopes: Default::default(),
-        admin: false,
-    };
-    let meta = RequestMeta { request_id: format!("seeded-{name}"), ..Default::default() };
-    let e = AuditEvent {
-        kind,
-        principal: &p,
-        meta: &meta,
-        secret_name: name,
-        owner: None,
-        outcome: "success",
-        detail: None,
-    };
-    e.to_item(at, 365)
 }
 
 /// The same event as a build before the shards wrote it: in its day's single partition, not indexed.
@@ -97,20 +75,20 @@ async fn queries_merge_every_shard_and_the_unsharded_days_newest_first_and_resum
     for i in 0..600i64 {
         let at = if i < 120 { noon - time::Duration::seconds(5) } else { noon - time::Duration::milliseconds(7 * i) };
         let name = if i % 3 == 0 { "hot" } else { "other" };
-        items.push(event(org, name, EventKind::Retrieved, at));
+        items.push(audit_item(org, name, EventKind::Retrieved, at));
     }
     for i in 0..60i64 {
         let at = noon - time::Duration::days(2) - time::Duration::seconds(i);
-        items.push(event(org, if i % 2 == 0 { "hot" } else { "cold" }, EventKind::Created, at));
+        items.push(audit_item(org, if i % 2 == 0 { "hot" } else { "cold" }, EventKind::Created, at));
     }
     for (i, days) in (0..90i64).zip([0, 1, 5].into_iter().cycle()) {
         let at = noon - time::Duration::days(days) - time::Duration::minutes(i + 1);
         let name = if i % 2 == 0 { "hot" } else { "other" };
-        items.push(unsharded(event(org, name, EventKind::Retrieved, at), at, org));
+        items.push(unsharded(audit_item(org, name, EventKind::Retrieved, at), at, org));
     }
     // Another organization's events, in the same shards' key space: never returned.
     for i in 0..40i64 {
-        items.push(event("org-neighbour", "hot", EventKind::Retrieved, noon - time::Duration::seconds(i)));
+        items.push(audit_item("org-neighbour", "hot", EventKind::Retrieved, noon - time::Duration::seconds(i)));
     }
     write_all(&t, items.clone()).await;
 
@@ -261,7 +239,7 @@ async fn an_audit_table_made_before_the_index_gets_it() {
     assert_eq!(keys, [schema::SECRET_KEY, schema::SK]);
     // Starting again changes nothing.
     vault_dev::create_tables(&t.client, tables).await.unwrap();
-    let item = event("org-old", "k", EventKind::Retrieved, time::OffsetDateTime::now_utc());
+    let item = audit_item("org-old", "k", EventKind::Retrieved, time::OffsetDateTime::now_utc());
     t.client.put_item().table_name(tables.audit).set_item(Some(item.clone())).send().await.unwrap();
     let found = t
         .client

@@ -116,13 +116,6 @@ pub async fn create_tables(client: &Client, tables: Tables<'_>) -> Result<(), St
             .await
             .map_err(|e| format!("creating {secrets_table}: {}", token_vault::chain(&e)))?;
     }
-    let by_secret = GlobalSecondaryIndex::builder()
-        .index_name(schema::SECRET_INDEX)
-        .key_schema(key(schema::SECRET_KEY, KeyType::Hash)?)
-        .key_schema(key(schema::SK, KeyType::Range)?)
-        .projection(Projection::builder().projection_type(ProjectionType::All).build())
-        .build()
-        .map_err(|e| e.to_string())?;
     if !existing.iter().any(|t| t == audit_table) {
         client
             .create_table()
@@ -130,41 +123,38 @@ pub async fn create_tables(client: &Client, tables: Tables<'_>) -> Result<(), St
             .billing_mode(BillingMode::PayPerRequest)
             .attribute_definitions(string_attr(schema::PK)?)
             .attribute_definitions(string_attr(schema::SK)?)
-            .attribute_definitions(string_attr(schema::SECRET_KEY)?)
             .key_schema(key(schema::PK, KeyType::Hash)?)
             .key_schema(key(schema::SK, KeyType::Range)?)
-            .global_secondary_indexes(by_secret)
             .send()
             .await
             .map_err(|e| format!("creating {audit_table}: {}", token_vault::chain(&e)))?;
-    } else {
-        // A table made before the per-secret index (a local database kept from an earlier version) gets it
-        // added, as a stack update adds it to a deployed table.
-        let table = client
-            .describe_table()
+    }
+    // The per-secret index is added to the audit table, new or made by an earlier version (a local
+    // database kept from before the index), as a stack update adds it to a deployed table.
+    let table = client
+        .describe_table()
+        .table_name(audit_table)
+        .send()
+        .await
+        .map_err(|e| format!("describing {audit_table}: {}", token_vault::chain(&e)))?;
+    let indexes = table.table.and_then(|t| t.global_secondary_indexes).unwrap_or_default();
+    if !indexes.iter().any(|i| i.index_name() == Some(schema::SECRET_INDEX)) {
+        let create = CreateGlobalSecondaryIndexAction::builder()
+            .index_name(schema::SECRET_INDEX)
+            .key_schema(key(schema::SECRET_KEY, KeyType::Hash)?)
+            .key_schema(key(schema::SK, KeyType::Range)?)
+            .projection(Projection::builder().projection_type(ProjectionType::All).build())
+            .build()
+            .map_err(|e| e.to_string())?;
+        client
+            .update_table()
             .table_name(audit_table)
+            .attribute_definitions(string_attr(schema::SECRET_KEY)?)
+            .attribute_definitions(string_attr(schema::SK)?)
+            .global_secondary_index_updates(GlobalSecondaryIndexUpdate::builder().create(create).build())
             .send()
             .await
-            .map_err(|e| format!("describing {audit_table}: {}", token_vault::chain(&e)))?;
-        let indexes = table.table.and_then(|t| t.global_secondary_indexes).unwrap_or_default();
-        if !indexes.iter().any(|i| i.index_name() == Some(schema::SECRET_INDEX)) {
-            let create = CreateGlobalSecondaryIndexAction::builder()
-                .index_name(schema::SECRET_INDEX)
-                .key_schema(key(schema::SECRET_KEY, KeyType::Hash)?)
-                .key_schema(key(schema::SK, KeyType::Range)?)
-                .projection(Projection::builder().projection_type(ProjectionType::All).build())
-                .build()
-                .map_err(|e| e.to_string())?;
-            client
-                .update_table()
-                .table_name(audit_table)
-                .attribute_definitions(string_attr(schema::SECRET_KEY)?)
-                .attribute_definitions(string_attr(schema::SK)?)
-                .global_secondary_index_updates(GlobalSecondaryIndexUpdate::builder().create(create).build())
-                .send()
-                .await
-                .map_err(|e| format!("adding {} to {audit_table}: {}", schema::SECRET_INDEX, token_vault::chain(&e)))?;
-        }
+            .map_err(|e| format!("adding {} to {audit_table}: {}", schema::SECRET_INDEX, token_vault::chain(&e)))?;
     }
     if !existing.iter().any(|t| t == keys_table) {
         // No TTL and (in template.yaml) no point-in-time recovery: salts are never backed up with the

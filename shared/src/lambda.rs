@@ -107,11 +107,16 @@ pub fn sdk_config_loader() -> aws_config::ConfigLoader {
     aws_config::defaults(BehaviorVersion::latest()).timeout_config(dynamodb_timeouts()).retry_config(dynamodb_retries())
 }
 
+/// The start of every function's init: its phase timings (when on), then logging.
+fn begin_init() {
+    timings::start();
+    timings::time("config", init_logging);
+}
+
 /// Runs the HTTP function that serves `op`, which is all its `main` does: logging, configuration and
 /// the DynamoDB client once per cold start, then every request through [`crate::http::handle`].
 pub async fn serve(op: Operation) -> Result<(), lambda_http::Error> {
-    timings::start();
-    timings::time("config", init_logging);
+    begin_init();
     let vault = vault_from_env_for(op.key_use()).await;
     timings::finish();
     lambda_http::run(service_fn(|req: Request| {
@@ -125,8 +130,7 @@ pub async fn serve(op: Operation) -> Result<(), lambda_http::Error> {
 /// responses (Lambda's response streaming, behind a function URL: an API Gateway HTTP API buffers
 /// responses and ends them at 30 s, and a model's answer streams for minutes).
 pub async fn serve_proxy() -> Result<(), lambda_http::Error> {
-    timings::start();
-    timings::time("config", init_logging);
+    begin_init();
     let proxy = proxy_from_env().await;
     timings::finish();
     lambda_http::run_with_streaming_response(service_fn(|req: Request| {
@@ -139,8 +143,7 @@ pub async fn serve_proxy() -> Result<(), lambda_http::Error> {
 /// Runs the MCP function (`/vault/mcp`): the proxy's vault and upstream client, answering each JSON-RPC
 /// message with one buffered JSON response (stateless Streamable HTTP, behind API Gateway).
 pub async fn serve_mcp() -> Result<(), lambda_http::Error> {
-    timings::start();
-    timings::time("config", init_logging);
+    begin_init();
     let proxy = proxy_from_env().await;
     timings::finish();
     lambda_http::run(service_fn(|req: Request| {
@@ -162,8 +165,7 @@ async fn proxy_from_env() -> Proxy {
 /// Runs the portal function: the static admin page and the OpenAPI document. It needs no configuration
 /// and no AWS client.
 pub async fn serve_portal() -> Result<(), lambda_http::Error> {
-    timings::start();
-    timings::time("config", init_logging);
+    begin_init();
     timings::finish();
     lambda_http::run(service_fn(|req: Request| async move { Ok::<_, Infallible>(crate::portal::handle(&req)) })).await
 }
@@ -177,8 +179,7 @@ where
     F: Fn(Arc<Vault>, lambda_http::LambdaEvent<T>) -> Fut,
     Fut: Future<Output = Result<serde_json::Value, lambda_http::Error>> + Send,
 {
-    timings::start();
-    timings::time("config", init_logging);
+    begin_init();
     let vault = Arc::new(vault_from_env_for(keys).await);
     timings::finish();
     lambda_http::lambda_runtime::run(service_fn(|event| job(vault.clone(), event))).await

@@ -539,6 +539,30 @@ pub async fn proxy_over(
     token_vault::Proxy::new(vault, options).expect("proxy builds")
 }
 
+/// The audit item of a `kind` event about `name` by an M2M client of `org` at `at`, as the vault writes
+/// it (the API only ever writes "now": tests seed other times with this).
+pub fn audit_item(org: &str, name: &str, kind: token_vault::EventKind, at: time::OffsetDateTime) -> Item {
+    use token_vault::table::ToItem;
+    let p = token_vault::Principal {
+        org_id: org.into(),
+        client_id: "client-a".into(),
+        kind: token_vault::TokenKind::Machine,
+        scopes: Default::default(),
+        admin: false,
+    };
+    let meta = token_vault::RequestMeta { request_id: format!("seeded-{name}"), ..Default::default() };
+    let event = token_vault::AuditEvent {
+        kind,
+        principal: &p,
+        meta: &meta,
+        secret_name: name,
+        owner: None,
+        outcome: "success",
+        detail: None,
+    };
+    event.to_item(at, 365)
+}
+
 /// A vault on a fresh server that lets upstreams on loopback be written, and a proxy over that server.
 pub async fn proxy_stack() -> (TestVault, token_vault::Proxy) {
     let tv = TestVault::start_with(&[("VAULT_PROXY_ALLOW_LOOPBACK", "true")]).await;
