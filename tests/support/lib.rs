@@ -837,23 +837,36 @@ impl LocalKms {
                 panic!("moto_server could not start ({e}): scripts/test installs it (pip install \"moto[server]\")")
             });
         let kms = Self { endpoint: format!("http://127.0.0.1:{port}"), child };
-        for _ in 0..400 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        // Ready means answering KMS calls, not just listening: moto loads a service's backend on its
+        // first request, which takes seconds on a busy machine (a listening check alone left the first
+        // CreateKey to run into the SDK's 5 s operation timeout under CI's load).
+        let client = kms.client().await;
+        for _ in 0..600 {
+            if client.list_keys().send().await.is_ok() {
                 return kms;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
         let endpoint = kms.endpoint.clone();
         drop(kms);
-        panic!("moto_server did not listen on {endpoint}");
+        panic!("moto_server did not answer KMS calls on {endpoint}");
     }
 
-    /// A KMS client of the real SDK, pointed at this server.
+    /// A KMS client of the real SDK, pointed at this server. Its operation timeout is the tests' own
+    /// (60 s, not the functions' 5 s): moto is a Python server sharing a loaded machine's cores with
+    /// the parallel tests, and these tests assert what KMS answers, not how fast.
     pub async fn client(&self) -> aws_sdk_kms::Client {
         let conf = token_vault::sdk_config_loader()
             .endpoint_url(&self.endpoint)
             .region(aws_sdk_kms::config::Region::new("us-east-1"))
             .credentials_provider(aws_sdk_kms::config::Credentials::new("test", "test", None, None, "tests"))
+            .timeout_config(
+                aws_sdk_kms::config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(std::time::Duration::from_secs(10))
+                    .operation_attempt_timeout(std::time::Duration::from_secs(60))
+                    .operation_timeout(std::time::Duration::from_secs(60))
+                    .build(),
+            )
             .load()
             .await;
         aws_sdk_kms::Client::new(&conf)
