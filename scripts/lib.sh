@@ -79,30 +79,70 @@ ensure_browser_test_deps() {
   npm ci --prefix "$ROOT/tests/browser" --no-audit --no-fund --loglevel=error >/dev/null
 }
 
+# The local OpenID provider's packages (oidc-provider), from the npm registry at the locked version.
+ensure_oidc_provider() {
+  if ! cmp -s "$ROOT/dev/oidc/package-lock.json" "$ROOT/dev/oidc/node_modules/.package-lock.json" 2>/dev/null; then
+    log "installing the local OpenID provider (oidc-provider, npm)"
+    npm ci --prefix "$ROOT/dev/oidc" --no-audit --no-fund --loglevel=error >/dev/null
+  fi
+}
+
 # Development configuration, generated once and kept in .local/dev.env (git-ignored) so that restarts
 # keep opening the secrets stored in .local. Values already in the environment win.
+#
+# How tokens are verified (VAULT_LOCAL_AUTH, set here):
+#   oidc     (default) the local OpenID provider (dev/oidc) issues RS256 at+jwt tokens, checked through
+#            its JWKS, as a deployed stack checks its provider's;
+#   external VAULT_JWKS_URL (with VAULT_JWT_ISSUER, VAULT_JWT_AUDIENCE and VAULT_IDP_PROFILE) from the
+#            environment names another provider;
+#   hs256    VAULT_JWT_HS256_SECRET from the environment: tokens the local stack mints itself.
 load_dev_env() {
   mkdir -p "$ROOT/.local"
   local file="$ROOT/.local/dev.env"
-  if [ ! -f "$file" ]; then
+  local gen='import secrets; print(secrets.token_urlsafe(32))'
+  (
     umask 077
-    {
-      echo "VAULT_MASTER_KEY=$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
-      echo "VAULT_JWT_HS256_SECRET=$(python3 -c 'import secrets; print(secrets.token_urlsafe(48))')"
-    } > "$file"
-  fi
+    touch "$file"
+    grep -q '^VAULT_MASTER_KEY=' "$file" || echo "VAULT_MASTER_KEY=$(python3 -c 'import secrets; print(secrets.token_hex(32))')" >> "$file"
+    grep -q '^VAULT_LOCAL_OIDC_SECRET=' "$file" || echo "VAULT_LOCAL_OIDC_SECRET=$(python3 -c "$gen")" >> "$file"
+    grep -q '^VAULT_LOCAL_OIDC_PASSWORD=' "$file" || echo "VAULT_LOCAL_OIDC_PASSWORD=$(python3 -c "$gen")" >> "$file"
+  )
   local saved_key="${VAULT_MASTER_KEY:-}" saved_ring="${VAULT_MASTER_KEYS:-}" saved_hs="${VAULT_JWT_HS256_SECRET:-}"
+  local saved_secret="${VAULT_LOCAL_OIDC_SECRET:-}" saved_password="${VAULT_LOCAL_OIDC_PASSWORD:-}"
   set -a
   # shellcheck disable=SC1090
   . "$file"
   set +a
   [ -n "$saved_key" ] && export VAULT_MASTER_KEY="$saved_key"
   [ -n "$saved_ring" ] && export VAULT_MASTER_KEYS="$saved_ring"
+  [ -n "$saved_secret" ] && export VAULT_LOCAL_OIDC_SECRET="$saved_secret"
+  [ -n "$saved_password" ] && export VAULT_LOCAL_OIDC_PASSWORD="$saved_password"
+  # HS256 only when asked for in the environment (a dev.env from an earlier version may hold a secret).
+  unset VAULT_JWT_HS256_SECRET
   [ -n "$saved_hs" ] && export VAULT_JWT_HS256_SECRET="$saved_hs"
   # A key ring (VAULT_MASTER_KEYS, for rotation) replaces the lone key.
   if [ -n "${VAULT_MASTER_KEYS:-}" ]; then unset VAULT_MASTER_KEY; fi
-  export VAULT_JWT_ISSUER="${VAULT_JWT_ISSUER:-https://vault.local/}"
+  export VAULT_LOCAL_API_PORT="${VAULT_LOCAL_API_PORT:-9000}"
+  export VAULT_LOCAL_OIDC_PORT="${VAULT_LOCAL_OIDC_PORT:-9100}"
   export VAULT_JWT_AUDIENCE="${VAULT_JWT_AUDIENCE:-token-vault}"
+  if [ -n "${VAULT_JWT_HS256_SECRET:-}" ]; then
+    [ -z "${VAULT_JWKS_URL:-}" ] || die "set either VAULT_JWKS_URL or VAULT_JWT_HS256_SECRET, not both"
+    export VAULT_LOCAL_AUTH=hs256
+    export VAULT_JWT_ISSUER="${VAULT_JWT_ISSUER:-https://vault.local/}"
+  elif [ -n "${VAULT_JWKS_URL:-}" ]; then
+    export VAULT_LOCAL_AUTH=external
+    [ -n "${VAULT_JWT_ISSUER:-}" ] || die "VAULT_JWKS_URL is set: set VAULT_JWT_ISSUER (the provider's issuer) too"
+    [ -n "${VAULT_IDP_PROFILE:-}" ] || die "VAULT_JWKS_URL is set: set VAULT_IDP_PROFILE (auth0, okta, entra, cognito, keycloak or rfc9068) too"
+  else
+    export VAULT_LOCAL_AUTH=oidc
+    local issuer="http://127.0.0.1:${VAULT_LOCAL_OIDC_PORT}"
+    export VAULT_JWT_ISSUER="$issuer" VAULT_JWKS_URL="$issuer/jwks"
+    export VAULT_IDP_PROFILE=rfc9068 VAULT_MACHINE_CLAIM=sub=client_id VAULT_ADMIN_CLAIM=roles
+    export VAULT_PORTAL_OIDC_ISSUER="${VAULT_PORTAL_OIDC_ISSUER:-$issuer}"
+    export VAULT_PORTAL_OIDC_CLIENT_ID="${VAULT_PORTAL_OIDC_CLIENT_ID:-vault-portal}"
+    # The admin's portal token carries the scopes it may restore versions of (a rollback needs read rights).
+    export VAULT_PORTAL_OIDC_SCOPE="${VAULT_PORTAL_OIDC_SCOPE:-openid payments billing}"
+  fi
   export VAULT_SECRETS_TABLE="${VAULT_SECRETS_TABLE:-token-vault-secrets}"
   export VAULT_AUDIT_TABLE="${VAULT_AUDIT_TABLE:-token-vault-audit}"
   export VAULT_KEYS_TABLE="${VAULT_KEYS_TABLE:-token-vault-keys}"
@@ -111,7 +151,6 @@ load_dev_env() {
   export VAULT_PROXY_ALLOW_LOOPBACK="${VAULT_PROXY_ALLOW_LOOPBACK:-true}"
   export VAULT_LOCAL_DYNAMODB_ADDR="${VAULT_LOCAL_DYNAMODB_ADDR:-127.0.0.1:8000}"
   export VAULT_LOCAL_DB="${VAULT_LOCAL_DB:-$ROOT/.local/dynamodb.sqlite}"
-  export VAULT_LOCAL_API_PORT="${VAULT_LOCAL_API_PORT:-9000}"
   # The functions find the local server through the SDK's standard variables; no cloud account is used.
   export AWS_ENDPOINT_URL_DYNAMODB="http://${VAULT_LOCAL_DYNAMODB_ADDR}"
   export AWS_REGION="${AWS_REGION:-us-east-1}"

@@ -3,7 +3,9 @@
 //!
 //! Reads the same variables as the functions (`VAULT_SECRETS_TABLE`, `VAULT_AUDIT_TABLE`, `VAULT_KEYS_TABLE`,
 //! `VAULT_JWT_HS256_SECRET`, `VAULT_JWT_ISSUER`, `VAULT_JWT_AUDIENCE`) plus `VAULT_LOCAL_DB`
-//! (SQLite path) and `VAULT_LOCAL_DYNAMODB_ADDR` (default 127.0.0.1:8000).
+//! (SQLite path) and `VAULT_LOCAL_DYNAMODB_ADDR` (default 127.0.0.1:8000). The tokens it prints come from
+//! the local OpenID provider (`VAULT_LOCAL_READY_TOKENS`, the file the provider wrote), or are minted
+//! here with `VAULT_JWT_HS256_SECRET`; with another provider (`VAULT_JWKS_URL`) there are none to print.
 
 use std::net::SocketAddr;
 
@@ -24,7 +26,6 @@ async fn run() -> Result<(), String> {
     let secrets_table = env("VAULT_SECRETS_TABLE")?;
     let audit_table = env("VAULT_AUDIT_TABLE")?;
     let keys_table = env("VAULT_KEYS_TABLE")?;
-    let hs256 = env("VAULT_JWT_HS256_SECRET")?;
     let issuer = std::env::var("VAULT_JWT_ISSUER").unwrap_or_else(|_| DEFAULT_ISSUER.into());
     let audience = std::env::var("VAULT_JWT_AUDIENCE").unwrap_or_else(|_| DEFAULT_AUDIENCE.into());
     let api = format!("http://127.0.0.1:{}", std::env::var("VAULT_LOCAL_API_PORT").unwrap_or_else(|_| "9000".into()));
@@ -37,22 +38,43 @@ async fn run() -> Result<(), String> {
     let client = local_client(&server.endpoint()).await;
     create_tables(&client, Tables { secrets: &secrets_table, audit: &audit_table, keys: &keys_table }).await?;
 
-    let day = 12 * 3600;
-    let m2m =
-        sign_hs256(hs256.as_bytes(), &m2m_claims(&issuer, &audience, "org_local", "client_local", "payments", day))?;
-    let user = sign_hs256(
-        hs256.as_bytes(),
-        &user_claims(&issuer, &audience, "org_local", "client_local", "auth0|local-user", "payments", day),
-    )?;
-    let admin =
-        sign_hs256(hs256.as_bytes(), &m2m_claims(&issuer, &audience, "org_local", "client_admin", "vault:admin", day))?;
+    let tokens = ready_tokens(&issuer, &audience)?;
     println!("DynamoDB-compatible server (dynoxide) on {} with data in {db_path}", server.endpoint());
     println!("Tables {secrets_table} and {audit_table} are ready.");
     println!();
-    println!("Development tokens (valid 12 hours, organization org_local):");
-    println!("export M2M_TOKEN={m2m}");
-    println!("export USER_TOKEN={user}");
-    println!("export ADMIN_TOKEN={admin}");
+    let Some((m2m, user, admin)) = tokens else {
+        println!("Tokens come from your identity provider ({issuer}); the vault checks them through VAULT_JWKS_URL.");
+        if let Ok(path) = std::env::var("VAULT_LOCAL_TOKENS_FILE") {
+            std::fs::write(&path, "# No tokens: they come from your identity provider.\n")
+                .map_err(|e| format!("writing {path}: {e}"))?;
+        }
+        return server.wait().await;
+    };
+    match std::env::var("VAULT_LOCAL_OIDC_PORT") {
+        Ok(port) if std::env::var_os("VAULT_LOCAL_READY_TOKENS").is_some() => {
+            println!(
+                "Development tokens from the local OpenID provider at {issuer} (valid 12 hours, organization org_local):"
+            );
+            println!("export M2M_TOKEN={m2m}");
+            println!("export USER_TOKEN={user}");
+            println!("export ADMIN_TOKEN={admin}");
+            println!("A fresh one, as an agent gets it (client credentials; client_admin for the admin's):");
+            println!(
+                "  curl -s -X POST http://127.0.0.1:{port}/token -u client_local:\"$VAULT_LOCAL_OIDC_SECRET\" -d grant_type=client_credentials -d scope=payments"
+            );
+            println!("  (VAULT_LOCAL_OIDC_SECRET is in .local/dev.env)");
+            println!();
+            let password = std::env::var("VAULT_LOCAL_OIDC_PASSWORD").unwrap_or_default();
+            println!("The admin portal: {api}/portal/vault: \"Sign in\", then user admin, password {password}");
+            println!("  (user alice, same password, is not an admin)");
+        }
+        _ => {
+            println!("Development tokens (HS256, valid 12 hours, organization org_local):");
+            println!("export M2M_TOKEN={m2m}");
+            println!("export USER_TOKEN={user}");
+            println!("export ADMIN_TOKEN={admin}");
+        }
+    }
     println!();
     println!("Try:");
     println!(
@@ -71,11 +93,44 @@ async fn run() -> Result<(), String> {
     println!("  tvault run --env OPENAI_API_KEY=openai_api_key -- python your_agent.py");
     println!("The MCP server for agents: {api}/vault/mcp (the same bearer tokens)");
     if let Ok(path) = std::env::var("VAULT_LOCAL_TOKENS_FILE") {
-        let body = format!("M2M_TOKEN={m2m}\nUSER_TOKEN={user}\nADMIN_TOKEN={admin}\n");
+        let mut body = format!("M2M_TOKEN={m2m}\nUSER_TOKEN={user}\nADMIN_TOKEN={admin}\n");
+        // For the browser tests: who signs in to the portal on the local provider's login page.
+        if let (Some(_), Ok(password)) =
+            (std::env::var_os("VAULT_LOCAL_READY_TOKENS"), std::env::var("VAULT_LOCAL_OIDC_PASSWORD"))
+        {
+            body.push_str(&format!(
+                "OIDC_ISSUER={issuer}\nPORTAL_USER=admin\nPORTAL_NON_ADMIN=alice\nPORTAL_PASSWORD={password}\n"
+            ));
+        }
         std::fs::write(&path, body).map_err(|e| format!("writing {path}: {e}"))?;
         println!("(The tokens are also in {path}: `source {path}`.)");
     }
     server.wait().await
+}
+
+/// The M2M, user and admin tokens to print: the local provider's, or minted with the HS256 secret.
+fn ready_tokens(issuer: &str, audience: &str) -> Result<Option<(String, String, String)>, String> {
+    if let Ok(path) = std::env::var("VAULT_LOCAL_READY_TOKENS") {
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("reading {path}: {e}"))?;
+        let get = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix('=')))
+                .map(str::to_owned)
+                .ok_or_else(|| format!("{path} has no {name}"))
+        };
+        return Ok(Some((get("M2M_TOKEN")?, get("USER_TOKEN")?, get("ADMIN_TOKEN")?)));
+    }
+    let Ok(hs256) = std::env::var("VAULT_JWT_HS256_SECRET") else { return Ok(None) };
+    let day = 12 * 3600;
+    let m2m =
+        sign_hs256(hs256.as_bytes(), &m2m_claims(issuer, audience, "org_local", "client_local", "payments", day))?;
+    let user = sign_hs256(
+        hs256.as_bytes(),
+        &user_claims(issuer, audience, "org_local", "client_local", "auth0|local-user", "payments", day),
+    )?;
+    let admin =
+        sign_hs256(hs256.as_bytes(), &m2m_claims(issuer, audience, "org_local", "client_admin", "vault:admin", day))?;
+    Ok(Some((m2m, user, admin)))
 }
 
 #[tokio::main]

@@ -1,11 +1,18 @@
 // Token Vault admin portal. Plain JavaScript, no dependencies, served with a strict CSP (no inline
-// script, no eval, connections only to this origin). Everything shown is built with textContent and DOM
-// nodes, never parsed as markup, so no value coming from the API can become HTML.
+// script, no eval, connections only to this origin and the identity provider's). Everything shown is
+// built with textContent and DOM nodes, never parsed as markup, so no value coming from the API can
+// become HTML.
+//
+// Sign-in: the OpenID Connect authorization code flow with PKCE, as a public client (no secret), against
+// the provider the portal function is configured with (config.json); or, for development, a pasted token.
 "use strict";
 
 const API = "/vault/secrets";
 const PAGE_SIZE = 100;
 const TOKEN_KEY = "token-vault.token";
+// The pending sign-in (state, nonce, PKCE verifier) while the browser is at the provider.
+const PENDING_KEY = "token-vault.oidc-pending";
+const TRAIL_PAGE = 25;
 
 // The rules the API enforces, with its own messages, checked before a request is sent.
 const RULES = {
@@ -19,14 +26,24 @@ const RULES = {
 
 const $ = (id) => document.getElementById(id);
 
-// Where the bearer token comes from. Today it is pasted; an OIDC sign-in can later fill the same slot.
+// This tab's session: the access token, and with an OIDC sign-in the ID token (for the provider's sign-out).
 const session = {
-  get: () => sessionStorage.getItem(TOKEN_KEY),
-  set: (token) => sessionStorage.setItem(TOKEN_KEY, token),
+  get: () => {
+    try {
+      const saved = JSON.parse(sessionStorage.getItem(TOKEN_KEY));
+      return saved && typeof saved.token === "string" ? saved : null;
+    } catch {
+      return null;
+    }
+  },
+  set: (token, idToken) => sessionStorage.setItem(TOKEN_KEY, JSON.stringify({ token, idToken: idToken || null })),
   clear: () => sessionStorage.removeItem(TOKEN_KEY),
 };
 
-const state = { token: null, claims: null, secrets: [], nextToken: null, lastUse: new Map(), sort: { key: "name", dir: 1 } };
+const state = {
+  token: null, idToken: null, claims: null, secrets: [], nextToken: null, lastUse: new Map(), sort: { key: "name", dir: 1 },
+  config: { oidc: null },
+};
 
 function decodeClaims(token) {
   const parts = token.split(".");
@@ -39,13 +56,6 @@ function decodeClaims(token) {
   } catch {
     return null;
   }
-}
-
-function isAdmin(claims) {
-  const scopes = typeof claims.scope === "string" ? claims.scope.split(" ") : [];
-  const scp = Array.isArray(claims.scp) ? claims.scp : [];
-  const permissions = Array.isArray(claims.permissions) ? claims.permissions : [];
-  return [...scopes, ...scp, ...permissions].includes("vault:admin");
 }
 
 class ApiError extends Error {
@@ -80,15 +90,13 @@ function show(el, text) {
 
 // ---- Sign-in ----
 
-async function signIn(token) {
+// The claims are read for display only; the vault decides (a token that is not an admin's is refused by
+// the API, whatever it claims).
+async function signIn(token, idToken) {
   token = token.trim().replace(/^Bearer\s+/i, "");
   const claims = decodeClaims(token);
   if (!claims) return "This is not a JWT bearer token.";
-  if (typeof claims.exp === "number" && claims.exp * 1000 < Date.now()) return "This token has expired; get a fresh one.";
-  if (!claims.org_id) return "This token names no organization (org_id).";
-  if (!isAdmin(claims)) {
-    return "This token is not an organization admin's: it lacks vault:admin, so it cannot manage the organization's secrets.";
-  }
+  if (typeof claims.exp === "number" && claims.exp * 1000 < Date.now()) return "This token has expired; sign in again.";
   state.token = token;
   state.claims = claims;
   try {
@@ -96,38 +104,165 @@ async function signIn(token) {
   } catch (e) {
     state.token = null;
     state.claims = null;
+    if (e.status === 403) {
+      return "This token is not an organization admin's: it lacks vault:admin, so it cannot manage the organization's secrets.";
+    }
     return e.status === 401 ? `The vault refused this token: ${e.message}` : e.message;
   }
-  session.set(token);
+  state.idToken = idToken || null;
+  session.set(token, idToken);
   enterApp();
   return null;
 }
 
 function enterApp() {
   const c = state.claims;
-  const client = c.client_id || c.azp || "?";
+  const client = c.client_id || c.azp || c.appid || c.cid || "?";
+  const org = c.org_id || c.tid || c.org || "?";
+  const who = c.sub && c.sub !== client ? `user ${c.preferred_username || c.sub} · client ${client}` : `client ${client}`;
   const exp = typeof c.exp === "number" ? ` · expires ${formatDate(new Date(c.exp * 1000).toISOString())}` : "";
-  $("who").textContent = `Organization ${c.org_id} · client ${client}${exp}`;
+  $("who").textContent = `Organization ${org} · ${who}${exp}`;
   $("session").hidden = false;
   $("sign-in").hidden = true;
   $("app").hidden = false;
-  if (!$("f-client").value) $("f-client").value = client;
+  if (!$("f-client").value && client !== "?") $("f-client").value = client;
   render();
   $("f-name").focus();
 }
 
-function signOut() {
+async function signOut() {
+  const idToken = state.idToken;
   session.clear();
-  Object.assign(state, { token: null, claims: null, secrets: [], nextToken: null });
-  $("token").value = "";
+  Object.assign(state, { token: null, idToken: null, claims: null, secrets: [], nextToken: null });
+  $("secrets").tBodies[0].replaceChildren();
   $("session").hidden = true;
   $("app").hidden = true;
+  $("detail").hidden = true;
   $("sign-in").hidden = false;
-  show($("sign-in-error"), "");
-  $("token").focus();
+  $("token").value = "";
+  // Signed in through the provider: end its session too, and come back here.
+  if (idToken && state.config.oidc) {
+    try {
+      const d = await discover(state.config.oidc.issuer);
+      if (d.end_session_endpoint) {
+        const url = new URL(d.end_session_endpoint);
+        url.searchParams.set("id_token_hint", idToken);
+        url.searchParams.set("post_logout_redirect_uri", redirectUri());
+        url.searchParams.set("client_id", state.config.oidc.clientId);
+        location.assign(url.toString());
+        return;
+      }
+    } catch {
+      // The tokens are forgotten either way; the provider's session then ends with its own lifetime.
+    }
+  }
+  (state.config.oidc ? $("oidc-start") : $("token")).focus();
 }
 
-// ---- Listing ----
+// ---- OpenID Connect: authorization code with PKCE ----
+
+const redirectUri = () => `${location.origin}/portal/vault`;
+
+function randomText(bytes) {
+  return base64url(crypto.getRandomValues(new Uint8Array(bytes)));
+}
+
+function base64url(bytes) {
+  let text = "";
+  for (const b of new Uint8Array(bytes)) text += String.fromCharCode(b);
+  return btoa(text).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+let discovered = null;
+async function discover(issuer) {
+  if (discovered) return discovered;
+  const url = `${issuer.replace(/\/+$/, "")}/.well-known/openid-configuration`;
+  let doc;
+  try {
+    const resp = await fetch(url, { cache: "no-store", credentials: "omit" });
+    if (!resp.ok) throw new Error(`it answered ${resp.status}`);
+    doc = await resp.json();
+  } catch (e) {
+    throw new Error(`The identity provider's discovery document could not be loaded (${e.message}).`);
+  }
+  if (doc.issuer !== issuer) throw new Error("The identity provider's discovery document names another issuer.");
+  if (!doc.authorization_endpoint || !doc.token_endpoint) throw new Error("The identity provider's discovery document lacks its endpoints.");
+  discovered = doc;
+  return doc;
+}
+
+async function startOidc() {
+  const cfg = state.config.oidc;
+  show($("oidc-error"), "");
+  $("oidc-start").disabled = true;
+  try {
+    const d = await discover(cfg.issuer);
+    const pending = { state: randomText(16), nonce: randomText(16), verifier: randomText(32) };
+    const challenge = base64url(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(pending.verifier)));
+    sessionStorage.setItem(PENDING_KEY, JSON.stringify(pending));
+    const url = new URL(d.authorization_endpoint);
+    const params = {
+      ...cfg.params,
+      response_type: "code", client_id: cfg.clientId, redirect_uri: redirectUri(), scope: cfg.scope,
+      state: pending.state, nonce: pending.nonce, code_challenge: challenge, code_challenge_method: "S256",
+    };
+    for (const [k, v] of Object.entries(params)) url.searchParams.set(k, v);
+    location.assign(url.toString());
+  } catch (e) {
+    show($("oidc-error"), e.message);
+    $("oidc-start").disabled = false;
+  }
+}
+
+// Back from the provider with ?code&state (or ?error): checks state, trades the code for tokens, checks
+// the ID token's issuer, audience, nonce and expiry, then signs in with the access token.
+async function finishOidc(params) {
+  const cfg = state.config.oidc;
+  let pending = null;
+  try {
+    pending = JSON.parse(sessionStorage.getItem(PENDING_KEY));
+  } catch {
+    pending = null;
+  }
+  sessionStorage.removeItem(PENDING_KEY);
+  history.replaceState(null, "", location.pathname);
+  if (!cfg) return "This portal has no identity provider configured.";
+  if (params.get("error")) {
+    return `The identity provider did not sign you in: ${params.get("error_description") || params.get("error")}`;
+  }
+  if (!pending || params.get("state") !== pending.state) {
+    return "This sign-in answer does not belong to a sign-in started in this tab; sign in again.";
+  }
+  if (params.get("iss") && params.get("iss") !== cfg.issuer) return "The sign-in answer came from another issuer; sign in again.";
+  const d = await discover(cfg.issuer);
+  let tokens;
+  try {
+    const resp = await fetch(d.token_endpoint, {
+      method: "POST",
+      headers: { "Content-Type": "application/x-www-form-urlencoded" },
+      body: new URLSearchParams({
+        grant_type: "authorization_code", code: params.get("code") || "", redirect_uri: redirectUri(),
+        client_id: cfg.clientId, code_verifier: pending.verifier,
+      }),
+      cache: "no-store",
+      credentials: "omit",
+    });
+    tokens = await resp.json().catch(() => ({}));
+    if (!resp.ok) return `The identity provider refused the sign-in: ${tokens.error_description || tokens.error || resp.status}`;
+  } catch {
+    return "The identity provider could not be reached to finish the sign-in.";
+  }
+  if (!tokens.access_token) return "The identity provider returned no access token.";
+  // Received straight from the token endpoint over TLS, the ID token's issuer is vouched for by that
+  // connection (OpenID Connect Core 3.1.3.7); its claims are checked here and the access token by the vault.
+  const id = tokens.id_token ? decodeClaims(tokens.id_token) : null;
+  if (!id) return "The identity provider returned no ID token.";
+  const aud = Array.isArray(id.aud) ? id.aud : [id.aud];
+  if (id.iss !== cfg.issuer || !aud.includes(cfg.clientId)) return "The ID token is not for this portal; sign in again.";
+  if (id.nonce !== pending.nonce) return "The ID token does not answer this tab's sign-in (nonce); sign in again.";
+  if (typeof id.exp !== "number" || id.exp * 1000 < Date.now()) return "The ID token has expired; sign in again.";
+  return signIn(tokens.access_token, tokens.id_token);
+}
 
 async function loadSecrets(reset, throwErrors) {
   const list = $("secrets");
@@ -278,13 +413,20 @@ function render() {
       expires.append(h);
     }
     const actions = document.createElement("td");
+    actions.className = "row-actions";
+    const open = document.createElement("button");
+    open.type = "button";
+    open.className = "secondary";
+    open.textContent = "History";
+    open.setAttribute("aria-label", `History of ${s.name} of ${s.clientId}`);
+    open.addEventListener("click", () => openDetail(s, open));
     const del = document.createElement("button");
     del.type = "button";
     del.className = "secondary";
     del.textContent = "Delete";
     del.setAttribute("aria-label", `Delete ${s.name} of ${s.clientId}`);
     del.addEventListener("click", () => openDelete(s));
-    actions.append(del);
+    actions.append(open, del);
     tr.append(name, client, scopes, use, lastUsed, timeCell("Created", s.createdAt), timeCell("Updated", s.updatedAt), expires, actions);
     return tr;
   });
@@ -464,18 +606,208 @@ async function confirmDelete(event) {
   }
 }
 
+// ---- One secret: its versions (rollback behind a confirmation) and its audit trail ----
+
+const detail = { secret: null, opener: null, versions: [], events: [], next: null };
+const EVENT_LABELS = {
+  "vault.secret.retrieved": "read", "vault.secret.used": "used", "vault.secret.created": "created",
+  "vault.secret.updated": "updated", "vault.secret.rolled_back": "rolled back", "vault.secret.deleted": "deleted",
+  "vault.secret.access_denied": "refused", "vault.secret.integrity_error": "integrity error",
+};
+
+function secretPath(s, suffix) {
+  const query = s.clientId ? `?${new URLSearchParams({ clientId: s.clientId })}` : "";
+  return `${API}/${encodeURIComponent(s.name)}${suffix}${query}`;
+}
+
+function tagCell(label, values, empty) {
+  const td = document.createElement("td");
+  td.dataset.label = label;
+  if (values.length === 0) td.textContent = empty;
+  for (const v of values) {
+    const tag = document.createElement("span");
+    tag.className = "tag";
+    tag.textContent = v;
+    td.append(tag);
+  }
+  return td;
+}
+
+function textCell(label, text) {
+  const td = document.createElement("td");
+  td.dataset.label = label;
+  td.textContent = text ?? "";
+  return td;
+}
+
+function openDetail(s, opener) {
+  Object.assign(detail, { secret: s, opener, versions: [], events: [], next: null });
+  $("d-name").textContent = s.name;
+  const use = s.access === "use-only" ? `use-only through the proxy → ${s.upstream ? s.upstream.baseUrl : "?"}` : "readable";
+  $("d-summary").textContent = `Client ${s.clientId || "(a user's)"} · ${use}`;
+  $("detail-status").textContent = "";
+  $("trail-event").value = "";
+  $("app").hidden = true;
+  $("detail").hidden = false;
+  $("detail-title").scrollIntoView();
+  $("detail-back").focus();
+  loadVersions();
+  loadTrail(true);
+}
+
+function closeDetail() {
+  $("detail").hidden = true;
+  $("app").hidden = false;
+  const opener = detail.opener;
+  detail.secret = null;
+  opener?.focus();
+  loadSecrets(true).then(() => {
+    // The row was rebuilt; focus its History button again.
+    const again = [...document.querySelectorAll("#secrets button")].find((b) => b.getAttribute("aria-label") === opener?.getAttribute("aria-label"));
+    (again || $("f-name")).focus();
+  });
+}
+
+async function loadVersions() {
+  const s = detail.secret;
+  show($("versions-error"), "");
+  $("versions").setAttribute("aria-busy", "true");
+  try {
+    const page = await api("GET", secretPath(s, "/versions"));
+    if (detail.secret !== s) return;
+    detail.versions = page.versions;
+  } catch (e) {
+    show($("versions-error"), `Could not load the versions: ${e.message}`);
+    if (e.status === 401) signOut();
+  } finally {
+    $("versions").removeAttribute("aria-busy");
+  }
+  const rows = detail.versions.map((v) => {
+    const tr = document.createElement("tr");
+    const num = textCell("Version", `v${v.version}`);
+    num.className = "name";
+    if (v.current) {
+      const tag = document.createElement("span");
+      tag.className = "tag current";
+      tag.textContent = "current";
+      num.append(" ", tag);
+    }
+    const use = textCell("Use", v.access === "use-only" ? "use-only" : "readable");
+    if (v.upstream) {
+      const host = document.createElement("span");
+      host.className = "hint";
+      host.textContent = `→ ${v.upstream.baseUrl}`;
+      use.append(host);
+    }
+    const actions = document.createElement("td");
+    if (!v.current) {
+      const back = document.createElement("button");
+      back.type = "button";
+      back.className = "secondary";
+      back.textContent = "Roll back";
+      back.setAttribute("aria-label", `Roll back to version ${v.version}`);
+      back.addEventListener("click", () => openRollback(v));
+      actions.append(back);
+    }
+    tr.append(num, timeCell("Written", v.updatedAt), tagCell("Scopes", v.scope, "any token"), use, timeCell("Expires", v.expiresAt), actions);
+    return tr;
+  });
+  $("versions").tBodies[0].replaceChildren(...rows);
+}
+
+async function loadTrail(reset) {
+  const s = detail.secret;
+  show($("trail-error"), "");
+  if (reset) {
+    detail.events = [];
+    detail.next = null;
+    $("trail-state").textContent = "Loading the audit trail…";
+  }
+  const query = new URLSearchParams({ secret: s.name, limit: String(TRAIL_PAGE) });
+  if ($("trail-event").value) query.set("event", $("trail-event").value);
+  if (!reset && detail.next) query.set("nextToken", detail.next);
+  $("trail").setAttribute("aria-busy", "true");
+  try {
+    const page = await api("GET", `/vault/audit?${query}`);
+    if (detail.secret !== s) return;
+    // The same name may be another client's secret: keep this one's events (and refusals, which name no owner).
+    const mine = page.events.filter((e) => !e.ownerClientId || !s.clientId || e.ownerClientId === s.clientId);
+    detail.events = detail.events.concat(mine);
+    detail.next = page.nextToken || null;
+  } catch (e) {
+    show($("trail-error"), `Could not load the audit trail: ${e.message}`);
+    if (e.status === 401) signOut();
+  } finally {
+    $("trail").removeAttribute("aria-busy");
+  }
+  const rows = detail.events.map((e) => {
+    const tr = document.createElement("tr");
+    const outcome = textCell("Outcome", e.outcome);
+    if (e.outcome !== "success") outcome.className = "refused";
+    tr.append(
+      timeCell("When", e.time),
+      textCell("Event", EVENT_LABELS[e.event] || e.event),
+      outcome,
+      textCell("Client", e.actorClientId),
+      textCell("User", e.actorUserId || "—"),
+      textCell("IP", e.sourceIp || "—"),
+      textCell("User agent", e.userAgent || "—"),
+    );
+    return tr;
+  });
+  $("trail").tBodies[0].replaceChildren(...rows);
+  const n = detail.events.length;
+  $("trail-state").textContent =
+    n === 0 ? "No events in the last 30 days." : `Showing the newest ${n} event${n === 1 ? "" : "s"}${detail.next ? "; older ones below" : ""}.`;
+  $("trail-more").hidden = !detail.next;
+}
+
+let pendingRollback = null;
+
+function openRollback(version) {
+  pendingRollback = version;
+  $("rollback-version").textContent = `v${version.version}`;
+  $("rollback-name").textContent = detail.secret.name;
+  show($("rollback-error"), "");
+  $("rollback-submit").disabled = false;
+  $("rollback-dialog").showModal();
+  $("rollback-cancel").focus();
+}
+
+async function confirmRollback(event) {
+  event.preventDefault();
+  const s = detail.secret;
+  const v = pendingRollback;
+  if (!s || !v) return;
+  $("rollback-submit").disabled = true;
+  try {
+    const body = { version: v.version };
+    if (s.clientId) body.clientId = s.clientId;
+    const result = await api("POST", `${API}/${encodeURIComponent(s.name)}/rollback`, body);
+    $("rollback-dialog").close();
+    await Promise.all([loadVersions(), loadTrail(true)]);
+    $("detail-status").textContent = `Rolled back ${s.name} to version ${v.version}'s value, now version ${result.version}.`;
+    $("detail-back").focus();
+  } catch (e) {
+    show($("rollback-error"), e.message);
+    $("rollback-submit").disabled = false;
+  }
+}
+
 // ---- Wiring ----
 
-document.addEventListener("DOMContentLoaded", () => {
+document.addEventListener("DOMContentLoaded", async () => {
   $("sign-in-form").addEventListener("submit", async (e) => {
     e.preventDefault();
     show($("sign-in-error"), "");
+    show($("oidc-error"), "");
     const err = await signIn($("token").value);
     if (err) {
       show($("sign-in-error"), err);
       $("token").focus();
     }
   });
+  $("oidc-start").addEventListener("click", startOidc);
   $("sign-out").addEventListener("click", signOut);
   $("secret-form").addEventListener("submit", saveSecret);
   $("toggle-value").addEventListener("click", () => setValueVisible($("f-value").type === "password"));
@@ -495,17 +827,41 @@ document.addEventListener("DOMContentLoaded", () => {
   $("delete-confirm").addEventListener("input", () => {
     $("delete-submit").disabled = !pendingDelete || $("delete-confirm").value !== pendingDelete.name;
   });
+  $("detail-back").addEventListener("click", closeDetail);
+  $("trail-event").addEventListener("change", () => loadTrail(true));
+  $("trail-refresh").addEventListener("click", () => loadTrail(true));
+  $("trail-more").addEventListener("click", () => loadTrail(false));
+  $("rollback-form").addEventListener("submit", confirmRollback);
+  $("rollback-cancel").addEventListener("click", () => $("rollback-dialog").close());
 
-  document.documentElement.dataset.ready = "true";
-  const saved = session.get();
-  if (saved) {
-    signIn(saved).then((err) => {
-      if (err) {
-        session.clear();
-        show($("sign-in-error"), err);
-      }
-    });
+  try {
+    const resp = await fetch("/portal/vault/config.json", { cache: "no-store" });
+    if (resp.ok) state.config = await resp.json();
+  } catch {
+    // Without it the page still offers the pasted token.
+  }
+  const oidc = state.config.oidc;
+  if (oidc) {
+    $("oidc-issuer").textContent = new URL(oidc.issuer).host;
+    $("oidc-sign-in").hidden = false;
   } else {
-    $("token").focus();
+    $("paste-sign-in").open = true;
+  }
+  document.documentElement.dataset.ready = "true";
+
+  const params = new URLSearchParams(location.search);
+  const saved = session.get();
+  let err = null;
+  if (params.has("code") || params.has("error")) {
+    err = await finishOidc(params);
+    if (err) show($("oidc-sign-in").hidden ? $("sign-in-error") : $("oidc-error"), err);
+  } else if (saved) {
+    err = await signIn(saved.token, saved.idToken);
+    if (err) {
+      session.clear();
+      show(oidc ? $("oidc-error") : $("sign-in-error"), err);
+    }
+  } else {
+    (oidc ? $("oidc-start") : $("token")).focus();
   }
 });

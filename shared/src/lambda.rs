@@ -162,12 +162,20 @@ async fn proxy_from_env() -> Proxy {
     })
 }
 
-/// Runs the portal function: the static admin page and the OpenAPI document. It needs no configuration
-/// and no AWS client.
+/// Runs the portal function: the static admin page, its sign-in configuration (`VAULT_PORTAL_OIDC_*`)
+/// and the OpenAPI document. It needs no AWS client.
 pub async fn serve_portal() -> Result<(), lambda_http::Error> {
     begin_init();
+    let settings = crate::portal::PortalSettings::from_lookup(|k| std::env::var(k).ok()).unwrap_or_else(|why| {
+        tracing::error!("refusing to start: {why}");
+        std::process::exit(1);
+    });
     timings::finish();
-    lambda_http::run(service_fn(|req: Request| async move { Ok::<_, Infallible>(crate::portal::handle(&req)) })).await
+    let settings = &settings;
+    lambda_http::run(service_fn(
+        |req: Request| async move { Ok::<_, Infallible>(crate::portal::handle(settings, &req)) },
+    ))
+    .await
 }
 
 /// Runs an operator job's function (invoked directly, never through the HTTP API): logging,

@@ -1,6 +1,8 @@
 //! The admin portal at `/portal/vault`: one static page (HTML, CSS and a little JavaScript) compiled into
-//! the `portal` function, which also serves the API's OpenAPI document at `/vault/openapi.json`. It talks only to this origin's API with the admin's bearer token; the page
-//! itself is public and holds nothing secret.
+//! the `portal` function, which also serves the API's OpenAPI document at `/vault/openapi.json`. It talks
+//! to this origin's API with the admin's bearer token, and to the identity provider the portal signs in
+//! with (`VAULT_PORTAL_OIDC_*`, [`PortalSettings`]) for discovery and the token call; the page itself is
+//! public and holds nothing secret.
 
 use lambda_http::http::{HeaderValue, Method, StatusCode, header};
 use lambda_http::{Body, Request, RequestExt, Response};
@@ -12,16 +14,114 @@ const FAVICON: &str = include_str!("../portal/favicon.svg");
 /// `openapi.yaml`, as JSON (converted by the build script).
 const OPENAPI_JSON: &str = include_str!(concat!(env!("OUT_DIR"), "/openapi.json"));
 
-/// No inline script or style, nothing from another origin, no framing.
-pub(crate) const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-     connect-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+/// No inline script or style, nothing from another origin (but the identity provider's, for its
+/// discovery document and token call: `{connect}`), no framing.
+const CSP_TEMPLATE: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'{connect}; \
+     img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-fn page(status: StatusCode, content_type: &'static str, body: &'static str) -> Response<Body> {
+/// The identity provider the portal signs administrators in with: the authorization code flow with
+/// PKCE of a public client (no secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PortalOidc {
+    /// `VAULT_PORTAL_OIDC_ISSUER`: the issuer, exactly as its discovery document and tokens name it.
+    pub(crate) issuer: String,
+    /// `VAULT_PORTAL_OIDC_CLIENT_ID`: the portal's client (a single-page application, no secret).
+    pub(crate) client_id: String,
+    /// `VAULT_PORTAL_OIDC_SCOPE`: what it asks for (default `openid`).
+    pub(crate) scope: String,
+    /// `VAULT_PORTAL_OIDC_PARAMS`: more authorization-request parameters, as a query string (Auth0's
+    /// `audience=...`, a resource indicator `resource=...`).
+    pub(crate) params: Vec<(String, String)>,
+    /// The origins the page may connect to: the issuer's, and `VAULT_PORTAL_OIDC_ORIGINS` (space-separated)
+    /// when the token endpoint lives elsewhere (Cognito's hosted domain).
+    pub(crate) origins: Vec<String>,
+}
+
+/// The portal's configuration, read once per cold start.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PortalSettings {
+    csp: String,
+    config_json: String,
+}
+
+/// `scheme://host[:port]` of an absolute URL that [`crate::config::check_jwks_url`] accepts (https, or
+/// http to loopback), or why not.
+fn origin_of(name: &str, url: &str) -> Result<String, String> {
+    crate::config::check_jwks_url(url).map_err(|why| format!("{name} {why}"))?;
+    let uri: lambda_http::http::Uri = url.parse().map_err(|_| format!("{name} must be an absolute URL"))?;
+    match (uri.scheme_str(), uri.authority()) {
+        (Some(scheme), Some(authority)) => Ok(format!("{scheme}://{}", authority.as_str().to_ascii_lowercase())),
+        _ => Err(format!("{name} must be an absolute URL")),
+    }
+}
+
+impl PortalSettings {
+    /// From the environment: without `VAULT_PORTAL_OIDC_ISSUER` the page offers only the pasted token.
+    pub(crate) fn from_lookup(get: impl Fn(&'static str) -> Option<String>) -> Result<Self, String> {
+        let get = |name| get(name).filter(|v: &String| !v.trim().is_empty());
+        let oidc = match get("VAULT_PORTAL_OIDC_ISSUER") {
+            None => None,
+            Some(issuer) => {
+                let client_id = get("VAULT_PORTAL_OIDC_CLIENT_ID").ok_or(
+                    "VAULT_PORTAL_OIDC_ISSUER is set: set VAULT_PORTAL_OIDC_CLIENT_ID (the portal's client) too",
+                )?;
+                let mut origins = vec![origin_of("VAULT_PORTAL_OIDC_ISSUER", &issuer)?];
+                for extra in get("VAULT_PORTAL_OIDC_ORIGINS").unwrap_or_default().split_whitespace() {
+                    let origin = origin_of("VAULT_PORTAL_OIDC_ORIGINS", extra)?;
+                    if extra.trim_end_matches('/') != origin {
+                        return Err(format!(
+                            "VAULT_PORTAL_OIDC_ORIGINS holds origins (scheme://host[:port]), not {extra}"
+                        ));
+                    }
+                    if !origins.contains(&origin) {
+                        origins.push(origin);
+                    }
+                }
+                let params = get("VAULT_PORTAL_OIDC_PARAMS")
+                    .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+                    .unwrap_or_default();
+                Some(PortalOidc {
+                    issuer,
+                    client_id,
+                    scope: get("VAULT_PORTAL_OIDC_SCOPE").unwrap_or_else(|| "openid".into()),
+                    params,
+                    origins,
+                })
+            }
+        };
+        Ok(Self::new(oidc))
+    }
+
+    pub(crate) fn new(oidc: Option<PortalOidc>) -> Self {
+        let connect: String = oidc.iter().flat_map(|o| &o.origins).map(|o| format!(" {o}")).collect();
+        let csp = CSP_TEMPLATE.replace("{connect}", &connect);
+        let config = serde_json::json!({
+            "oidc": oidc.as_ref().map(|o| serde_json::json!({
+                "issuer": o.issuer,
+                "clientId": o.client_id,
+                "scope": o.scope,
+                "params": o.params.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
+                    .collect::<serde_json::Map<_, _>>(),
+            })),
+        });
+        Self { csp, config_json: config.to_string() }
+    }
+
+    /// The page's Content-Security-Policy.
+    #[cfg(test)]
+    pub(crate) fn content_security_policy(&self) -> &str {
+        &self.csp
+    }
+}
+
+fn page(settings: &PortalSettings, status: StatusCode, content_type: &'static str, body: &str) -> Response<Body> {
     let mut resp = Response::new(Body::Text(body.to_owned()));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
+    if let Ok(csp) = HeaderValue::from_str(&settings.csp) {
+        h.insert(header::CONTENT_SECURITY_POLICY, csp);
+    }
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
@@ -30,8 +130,9 @@ fn page(status: StatusCode, content_type: &'static str, body: &'static str) -> R
     resp
 }
 
-/// Serves the page and its two assets; anything else under the route is a 404.
-pub(crate) fn handle(req: &Request) -> Response<Body> {
+/// Serves the page, its assets and its configuration; anything else under the route is a 404.
+pub(crate) fn handle(settings: &PortalSettings, req: &Request) -> Response<Body> {
+    let page = |status, content_type, body: &str| page(settings, status, content_type, body);
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut resp = page(StatusCode::METHOD_NOT_ALLOWED, "text/plain; charset=utf-8", "Method not allowed\n");
         resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
@@ -44,6 +145,7 @@ pub(crate) fn handle(req: &Request) -> Response<Body> {
         "/portal/vault/app.js" => page(StatusCode::OK, "text/javascript; charset=utf-8", APP_JS),
         "/portal/vault/app.css" => page(StatusCode::OK, "text/css; charset=utf-8", APP_CSS),
         "/portal/vault/favicon.svg" => page(StatusCode::OK, "image/svg+xml", FAVICON),
+        "/portal/vault/config.json" => page(StatusCode::OK, "application/json", &settings.config_json),
         "/vault/openapi.json" => page(StatusCode::OK, "application/json", OPENAPI_JSON),
         _ => page(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "Not found\n"),
     };
@@ -55,10 +157,78 @@ pub(crate) fn handle(req: &Request) -> Response<Body> {
 mod tests {
     use super::*;
 
-    fn get(path: &str) -> Response<Body> {
+    fn get_with(settings: &PortalSettings, path: &str) -> Response<Body> {
         let req =
             lambda_http::http::Request::builder().uri(format!("https://vault.test{path}")).body(Body::Empty).unwrap();
-        handle(&Request::from(req))
+        handle(settings, &Request::from(req))
+    }
+
+    fn get(path: &str) -> Response<Body> {
+        get_with(&PortalSettings::new(None), path)
+    }
+
+    fn body(r: &Response<Body>) -> String {
+        match r.body() {
+            Body::Text(t) => t.clone(),
+            _ => panic!("a text body"),
+        }
+    }
+
+    fn settings(env: &[(&'static str, &str)]) -> Result<PortalSettings, String> {
+        PortalSettings::from_lookup(|k| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()))
+    }
+
+    #[test]
+    fn the_policy_allows_exactly_the_providers_origin_and_the_page_learns_its_settings() {
+        let s = settings(&[
+            ("VAULT_PORTAL_OIDC_ISSUER", "https://Tenant.Auth0.com/"),
+            ("VAULT_PORTAL_OIDC_CLIENT_ID", "spa-123"),
+            ("VAULT_PORTAL_OIDC_PARAMS", "audience=https%3A%2F%2Fvault.example&prompt=login"),
+        ])
+        .unwrap();
+        let r = get_with(&s, "/portal/vault");
+        let csp = r.headers()[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        assert!(csp.contains("connect-src 'self' https://tenant.auth0.com;"), "{csp}");
+        assert_eq!(csp.matches("https://").count(), 1, "{csp}");
+        let config: serde_json::Value =
+            serde_json::from_str(&body(&get_with(&s, "/portal/vault/config.json"))).unwrap();
+        assert_eq!(
+            config,
+            serde_json::json!({"oidc": {"issuer": "https://Tenant.Auth0.com/", "clientId": "spa-123", "scope": "openid",
+                "params": {"audience": "https://vault.example", "prompt": "login"}}})
+        );
+        // Cognito: discovery at the issuer, the token call at the hosted domain.
+        let s = settings(&[
+            ("VAULT_PORTAL_OIDC_ISSUER", "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_abc"),
+            ("VAULT_PORTAL_OIDC_CLIENT_ID", "app"),
+            ("VAULT_PORTAL_OIDC_ORIGINS", "https://vault.auth.eu-west-1.amazoncognito.com"),
+        ])
+        .unwrap();
+        assert!(s.content_security_policy().contains(
+            "connect-src 'self' https://cognito-idp.eu-west-1.amazonaws.com https://vault.auth.eu-west-1.amazoncognito.com;"
+        ));
+        // Without a provider: this origin only, and the page offers the pasted token.
+        let none = settings(&[]).unwrap();
+        assert!(none.content_security_policy().contains("connect-src 'self';"));
+        assert_eq!(body(&get_with(&none, "/portal/vault/config.json")), r#"{"oidc":null}"#);
+    }
+
+    #[test]
+    fn a_bad_provider_setting_is_refused_with_its_name() {
+        let issuer = |v| settings(&[("VAULT_PORTAL_OIDC_ISSUER", v), ("VAULT_PORTAL_OIDC_CLIENT_ID", "c")]);
+        for bad in ["http://idp.example", "idp.example", "https://user@idp.example", "http://localhost.evil.example"] {
+            assert!(issuer(bad).unwrap_err().starts_with("VAULT_PORTAL_OIDC_ISSUER"), "{bad}");
+        }
+        assert!(issuer("http://127.0.0.1:9100").is_ok(), "a local provider on loopback");
+        let e = settings(&[("VAULT_PORTAL_OIDC_ISSUER", "https://idp.example")]).unwrap_err();
+        assert!(e.contains("VAULT_PORTAL_OIDC_CLIENT_ID"), "{e}");
+        let e = settings(&[
+            ("VAULT_PORTAL_OIDC_ISSUER", "https://idp.example"),
+            ("VAULT_PORTAL_OIDC_CLIENT_ID", "c"),
+            ("VAULT_PORTAL_OIDC_ORIGINS", "https://idp.example/token"),
+        ])
+        .unwrap_err();
+        assert!(e.contains("not https://idp.example/token"), "{e}");
     }
 
     #[test]
@@ -69,12 +239,17 @@ mod tests {
             ("/portal/vault/app.js", "text/javascript; charset=utf-8"),
             ("/portal/vault/app.css", "text/css; charset=utf-8"),
             ("/portal/vault/favicon.svg", "image/svg+xml"),
+            ("/portal/vault/config.json", "application/json"),
             ("/vault/openapi.json", "application/json"),
         ] {
             let r = get(path);
             assert_eq!(r.status(), 200, "{path}");
             assert_eq!(r.headers()[header::CONTENT_TYPE], ct);
-            assert_eq!(r.headers()[header::CONTENT_SECURITY_POLICY], CONTENT_SECURITY_POLICY);
+            assert_eq!(
+                r.headers()[header::CONTENT_SECURITY_POLICY],
+                "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; \
+                 form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+            );
             assert_eq!(r.headers()[header::X_FRAME_OPTIONS], "DENY");
         }
         for path in ["/portal/vault/../secrets", "/portal/vault/app.js.map", "/portal/vault/index.html"] {

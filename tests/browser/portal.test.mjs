@@ -1,5 +1,6 @@
 // The admin portal in a real browser (Debian's headless Chromium via playwright-core), against the local
-// stack that scripts/test starts: VAULT_SMOKE_URL is its API, VAULT_SMOKE_TOKENS the tokens file.
+// stack that scripts/test starts: VAULT_SMOKE_URL is its API, VAULT_SMOKE_TOKENS the tokens file (with the
+// local OpenID provider's tokens, and the user and password that sign in on its login page).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync, readFileSync } from "node:fs";
@@ -14,6 +15,14 @@ const tokens = Object.fromEntries(
   readFileSync(TOKENS_FILE, "utf8").trim().split("\n").map((line) => [line.slice(0, line.indexOf("=")), line.slice(line.indexOf("=") + 1)]),
 );
 const ARTIFACTS = join(dirname(fileURLToPath(import.meta.url)), "..", "artifacts");
+for (const needed of ["M2M_TOKEN", "ADMIN_TOKEN", "PORTAL_USER", "PORTAL_NON_ADMIN", "PORTAL_PASSWORD"]) {
+  if (!tokens[needed]) throw new Error(`${TOKENS_FILE} has no ${needed}: is the stack running with its OpenID provider?`);
+}
+
+async function screenshot(page, name) {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  await page.screenshot({ path: join(ARTIFACTS, name), fullPage: true });
+}
 
 let browser;
 
@@ -60,8 +69,19 @@ async function openPortal(viewport = { width: 1280, height: 900 }) {
   }
 }
 
+// The development fallback: a pasted token.
 async function signIn(page, token) {
+  if (!(await page.getByLabel("Bearer token").isVisible())) await page.getByText("Paste a bearer token instead").click();
   await page.getByLabel("Bearer token").fill(token);
+  await page.getByRole("button", { name: "Use this token" }).click();
+}
+
+// Through the identity provider: its own login page, then back to the portal.
+async function signInWithProvider(page, user, password = tokens.PORTAL_PASSWORD) {
+  await page.getByRole("button", { name: "Sign in", exact: true }).click();
+  await page.waitForURL((u) => u.pathname.startsWith("/interaction/"));
+  await page.getByLabel("User name").fill(user);
+  await page.getByLabel("Password").fill(password);
   await page.getByRole("button", { name: "Sign in" }).click();
 }
 
@@ -99,8 +119,7 @@ test("an admin adds, sees and deletes a secret of another client", async () => {
   assert.ok(!(await page.locator("body").innerText()).includes("sk-portal-value-0001"), "values are never shown");
   await page.getByLabel("Client", { exact: true }).selectOption("client_a");
   await row.waitFor();
-  mkdirSync(ARTIFACTS, { recursive: true });
-  await page.screenshot({ path: join(ARTIFACTS, "portal.png"), fullPage: true });
+  await screenshot(page, "portal.png");
   await page.getByLabel("Client", { exact: true }).selectOption("");
 
   // A bad name is refused before any request, with the API's own message.
@@ -142,7 +161,7 @@ test("an admin adds, sees and deletes a secret of another client", async () => {
 
   await page.getByRole("button", { name: "Sign out" }).click();
   assert.equal(await page.evaluate(() => sessionStorage.length), 0, "sign-out clears the token");
-  await page.getByLabel("Bearer token").waitFor();
+  await page.getByRole("button", { name: "Use this token" }).waitFor();
   assert.deepEqual(problems, [], "no console errors or CSP violations");
 });
 
@@ -190,10 +209,15 @@ test("an admin adds a use-only secret bound to an upstream, and sees where and w
   assert.deepEqual(problems, [], "no console errors or CSP violations");
 });
 
-test("a token without vault:admin is refused with a clear message", async () => {
+test("a user or a client without vault:admin is refused with a clear message", async () => {
   const { page, problems } = await openPortal();
+  await signInWithProvider(page, tokens.PORTAL_NON_ADMIN);
+  await page.locator("#oidc-error").getByText(/lacks vault:admin/).waitFor();
+  assert.ok(await page.locator("#app").isHidden());
+  assert.equal(await page.evaluate(() => sessionStorage.length), 0, "a refused sign-in keeps no token");
   await signIn(page, tokens.M2M_TOKEN);
-  await page.getByText(/lacks vault:admin/).waitFor();
+  await page.locator("#sign-in-error").getByText(/lacks vault:admin/).waitFor();
+  assert.ok(await page.locator("#oidc-error").isHidden(), "only the latest refusal is shown");
   assert.ok(await page.locator("#app").isHidden());
   assert.equal(await page.evaluate(() => sessionStorage.length), 0);
   await signIn(page, "not a token");
@@ -210,6 +234,9 @@ test("the page works on a narrow screen and from the keyboard", async () => {
   });
   assert.ok(long.status === 201 || long.status === 200, `seeding a long client id: ${long.status}`);
   const { page, problems } = await openPortal({ width: 390, height: 844 });
+  // The provider's sign-in button has focus; the pasted-token fallback opens from the keyboard too.
+  await page.getByText("Paste a bearer token instead").focus();
+  await page.keyboard.press("Enter");
   await page.getByLabel("Bearer token").focus();
   await page.keyboard.insertText(tokens.ADMIN_TOKEN);
   await page.keyboard.press("Tab");
@@ -228,9 +255,135 @@ test("the page works on a narrow screen and from the keyboard", async () => {
   await page.getByText(`Created ${name} for client client_narrow.`).waitFor();
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(overflow <= 0, `no horizontal scrolling (${overflow}px)`);
+  // The secret's history, from the keyboard: opened from its row, left with the focused back button.
+  await page.getByRole("button", { name: `History of ${name} of client_narrow` }).focus();
+  await page.keyboard.press("Enter");
+  await page.locator("#versions tbody tr").first().waitFor();
+  await page.locator("#trail tbody tr").first().waitFor();
+  const detailOverflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(detailOverflow <= 0, `no horizontal scrolling in the history (${detailOverflow}px)`);
+  await screenshot(page, "portal-secret-narrow.png");
+  assert.equal(await page.evaluate(() => document.activeElement.id), "detail-back");
+  await page.keyboard.press("Enter");
+  await page.getByRole("row").filter({ hasText: name }).waitFor();
   await page.getByRole("row").filter({ hasText: name }).getByRole("button", { name: /^Delete/ }).click();
   await page.keyboard.insertText(name);
   await page.keyboard.press("Enter");
   await page.getByText(`Deleted ${name} of client client_narrow.`).waitFor();
   assert.deepEqual(problems, []);
+});
+
+test("an admin signs in through the identity provider, reads a use-only secret's history and audit trail, rolls it back and signs out", async () => {
+  const { page, problems } = await openPortal();
+  assert.match(
+    (await page.goto(`${BASE}/portal/vault`)).headers()["content-security-policy"],
+    new RegExp(`connect-src 'self' ${new URL(tokens.OIDC_ISSUER || "http://127.0.0.1").origin.replace(/[.]/g, "\\.")};`),
+    "the policy allows exactly the provider's origin",
+  );
+  await page.locator("html[data-ready='true']").waitFor({ state: "attached" });
+  await screenshot(page, "portal-sign-in.png");
+  assert.ok(await page.getByRole("button", { name: "Sign out" }).isHidden(), "nothing to sign out of yet");
+  await page.getByRole("button", { name: "Sign in", exact: true }).click();
+  await page.getByLabel("User name").waitFor();
+  await screenshot(page, "provider-login.png");
+  await page.getByLabel("User name").fill(tokens.PORTAL_USER);
+  await page.getByLabel("Password").fill("not-the-password");
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByText("Wrong user name or password.").waitFor();
+  await page.getByLabel("User name").fill(tokens.PORTAL_USER);
+  await page.getByLabel("Password").fill(tokens.PORTAL_PASSWORD);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByText(`Organization org_local · user ${tokens.PORTAL_USER} · client vault-portal`).waitFor();
+  assert.equal(new URL(page.url()).search, "", "the code and state are gone from the address bar");
+  assert.deepEqual(await page.evaluate(() => Object.keys(sessionStorage)), ["token-vault.token"], "only this tab's tokens are kept");
+
+  // A use-only secret of the agent's client, bound to the local stack's own portal page (loopback).
+  const name = `portal_history_${Date.now()}`;
+  const save = async (value, scope) => {
+    await page.getByLabel("Name", { exact: true }).fill(name);
+    await page.getByLabel("OAuth client").fill("client_local");
+    await page.getByLabel("Value").fill(value);
+    await page.getByLabel(/^Scopes/).fill(scope);
+    await page.getByLabel("Access").selectOption("use-only");
+    await page.getByLabel("Upstream base URL").fill(`${BASE}/portal`);
+    await page.getByRole("button", { name: "Save secret" }).click();
+  };
+  await save("sk-history-0001", "");
+  await page.getByText(`Created ${name} for client client_local.`).waitFor();
+  await save("sk-history-0002", "payments");
+  await page.getByText(`Updated ${name} for client client_local.`).waitFor();
+
+  // The agent uses it through the proxy, and is refused when it tries to read it.
+  const [used, read] = await page.evaluate(
+    async ([token, n]) => {
+      const headers = { Authorization: `Bearer ${token}` };
+      return [(await fetch(`/vault/proxy/${n}/vault`, { headers })).status, (await fetch(`/vault/secrets/${n}`, { headers })).status];
+    },
+    [tokens.M2M_TOKEN, name],
+  );
+  assert.deepEqual([used, read], [200, 403]);
+  await page.getByRole("button", { name: "Refresh" }).click();
+  const row = page.getByRole("row").filter({ hasText: name });
+  await row.filter({ hasText: "by client_local" }).waitFor();
+  await screenshot(page, "portal-list.png");
+
+  await row.getByRole("button", { name: `History of ${name} of client_local` }).click();
+  await page.getByRole("heading", { name: `Secret ${name}` }).waitFor();
+  const versions = page.locator("#versions tbody tr");
+  await versions.nth(1).waitFor();
+  assert.equal(await versions.count(), 2);
+  assert.match(await versions.nth(0).innerText(), /v2\s+current[\s\S]*payments[\s\S]*use-only/);
+  assert.match(await versions.nth(1).innerText(), /v1[\s\S]*any token/);
+  assert.equal(await versions.nth(0).getByRole("button").count(), 0, "the current version cannot be rolled back to");
+  const trail = page.locator("#trail tbody tr");
+  const eventOf = (kind) => trail.filter({ has: page.locator('td[data-label="Event"]', { hasText: new RegExp(`^${kind}$`) }) });
+  await eventOf("used").waitFor();
+  const usedRow = await eventOf("used").innerText();
+  assert.match(usedRow, /success[\s\S]*client_local[\s\S]*127\.0\.0\.1/, usedRow);
+  // The user agent API Gateway reports (under the local emulator, cargo lambda's own name).
+  assert.match(await eventOf("used").locator('td[data-label="User agent"]').innerText(), /^[^—\s]+/);
+  const kinds = await page.locator('#trail td[data-label="Event"]').allInnerTexts();
+  assert.deepEqual(kinds, ["refused", "used", "updated", "created"], "newest first, each kind once");
+  assert.match(await eventOf("refused").innerText(), /use_only[\s\S]*client_local/, "the refused read, with why");
+  await page.getByLabel("Event").selectOption("vault.secret.used");
+  await page.waitForFunction(() => document.querySelectorAll("#trail tbody tr").length === 1);
+  assert.equal(await trail.count(), 1);
+  assert.equal(await eventOf("used").count(), 1);
+  await page.getByLabel("Event").selectOption("");
+  await eventOf("created").waitFor();
+  await screenshot(page, "portal-secret.png");
+
+  // Rollback asks first; cancelling changes nothing.
+  await page.getByRole("button", { name: "Roll back to version 1" }).click();
+  const dialog = page.getByRole("dialog");
+  await dialog.waitFor();
+  assert.match(await dialog.innerText(), new RegExp(`Restore version v1 of ${name}`));
+  await screenshot(page, "portal-rollback.png");
+  await dialog.getByRole("button", { name: "Cancel" }).click();
+  assert.equal(await versions.count(), 2);
+  await page.getByRole("button", { name: "Roll back to version 1" }).click();
+  await dialog.getByRole("button", { name: "Roll back" }).click();
+  await page.getByText(`Rolled back ${name} to version 1's value, now version 3.`).waitFor();
+  await versions.nth(2).waitFor();
+  assert.match(await versions.nth(0).innerText(), /v3\s+current[\s\S]*any token/, "version 1's scopes are back");
+  await eventOf("rolled back").waitFor();
+  assert.ok(!(await page.locator("body").innerText()).includes("sk-history-"), "values are never shown");
+
+  await page.getByRole("button", { name: "Back to all secrets" }).click();
+  await row.getByRole("button", { name: `History of ${name} of client_local` }).waitFor();
+  // Focus returns to the row it left from (once the list has been loaded again).
+  await page.waitForFunction(
+    (label) => document.activeElement?.getAttribute("aria-label") === label && !document.querySelector("#secrets[aria-busy]"),
+    `History of ${name} of client_local`,
+  );
+
+  // Signing out forgets the tokens and ends the provider's session: the next sign-in asks again.
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await page.getByRole("button", { name: "Yes, sign me out" }).click();
+  await page.getByRole("button", { name: "Sign in", exact: true }).waitFor();
+  assert.equal(new URL(page.url()).pathname, "/portal/vault");
+  assert.equal(await page.evaluate(() => sessionStorage.length), 0);
+  await page.getByRole("button", { name: "Sign in", exact: true }).click();
+  await page.getByLabel("User name").waitFor();
+  assert.deepEqual(problems, [], "no console errors or CSP violations");
 });

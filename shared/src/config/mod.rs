@@ -33,7 +33,7 @@ pub const JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
 /// A JWKS URL must be `https://`, or plain `http://` to a loopback host (a local identity provider);
 /// never with credentials in it. Parsed, not matched by prefix: `http://localhost.evil.example/` and
 /// `http://localhost@evil.example/` are not local.
-fn check_jwks_url(url: &str) -> Result<(), &'static str> {
+pub(crate) fn check_jwks_url(url: &str) -> Result<(), &'static str> {
     let uri: lambda_http::http::Uri = url.parse().map_err(|_| "must be an absolute URL")?;
     let authority = uri.authority().ok_or("must be an absolute URL")?;
     if authority.as_str().contains('@') {
