@@ -169,9 +169,25 @@ fn every_function_is_built_from_its_crate_and_routed() {
         assert_eq!(event["Properties"]["Auth"]["Authorizer"].as_str(), Some("NONE"), "{name:?}");
     }
     assert!(cargo.contains("\"/vault/mcp\" = \"mcp\""), "Cargo.toml's watch router lacks /vault/mcp");
-    // The portal has no access to any table, and no configuration of its own.
+    // The portal has no access to any table, and no configuration but its sign-in settings, each from its
+    // parameter.
     assert!(t["Resources"]["PortalFunction"]["Properties"]["Policies"].is_null());
-    assert!(t["Resources"]["PortalFunction"]["Properties"]["Environment"].is_null());
+    let portal_env = t["Resources"]["PortalFunction"]["Properties"]["Environment"]["Variables"].as_mapping().unwrap();
+    let names: Vec<&str> = portal_env.keys().map(|k| k.as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "VAULT_PORTAL_OIDC_ISSUER",
+            "VAULT_PORTAL_OIDC_CLIENT_ID",
+            "VAULT_PORTAL_OIDC_SCOPE",
+            "VAULT_PORTAL_OIDC_PARAMS",
+            "VAULT_PORTAL_OIDC_ORIGINS"
+        ]
+    );
+    for (name, value) in portal_env {
+        let param = format!("{:?}", value);
+        assert!(param.contains("PortalOidc"), "{name:?} comes from a PortalOidc parameter: {param}");
+    }
     // Operator functions exist, built from their crates, and have no HTTP route.
     for (resource, binary) in [("RotateKeysFunction", "rotate-keys"), ("ShredOrgFunction", "shred-org")] {
         let f = &t["Resources"][resource];
@@ -336,7 +352,13 @@ fn only_the_sealing_functions_may_decrypt_the_key_ring() {
             assert!(format!("{:?}", env["VAULT_KEYRING_CIPHERTEXT"]).contains("KeyRingCiphertext"), "{name}");
             assert!(format!("{:?}", env["VAULT_KEYRING_STACK"]).contains("AWS::StackName"), "{name}");
         } else {
-            assert!(env.is_null() || env.as_mapping().unwrap().is_empty(), "{name} has no configuration of its own");
+            // (The portal's own settings are its sign-in provider's, checked above: nothing about keys.)
+            let own =
+                env.as_mapping().map(|m| m.keys().filter_map(|k| k.as_str()).collect::<Vec<_>>()).unwrap_or_default();
+            assert!(
+                own.iter().all(|k| k.starts_with("VAULT_PORTAL_OIDC_")),
+                "{name} has no configuration of its own: {own:?}"
+            );
         }
         let statements = r["Properties"]["Policies"][0]["Statement"].as_sequence().cloned().unwrap_or_default();
         let decrypts: Vec<&Value> =
