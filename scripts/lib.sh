@@ -79,11 +79,17 @@ ensure_browser_test_deps() {
   npm ci --prefix "$ROOT/tests/browser" --no-audit --no-fund --loglevel=error >/dev/null
 }
 
-# The local OpenID provider's packages (oidc-provider), from the npm registry at the locked version.
+# The local OpenID provider's packages (oidc-provider), from the npm registry at the locked version;
+# installed again only when the lock file changes (a stamp of its hash sits in node_modules).
 ensure_oidc_provider() {
-  if ! cmp -s "$ROOT/dev/oidc/package-lock.json" "$ROOT/dev/oidc/node_modules/.package-lock.json" 2>/dev/null; then
+  node -e 'process.exit(typeof URL.parse === "function" ? 0 : 1)' 2>/dev/null \
+    || die "the local OpenID provider needs Node.js 20.18 or later (node --version: $(node --version 2>/dev/null || echo none))"
+  local dir="$ROOT/dev/oidc" want
+  want="$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)"
+  if [ "$(cat "$dir/node_modules/.token-vault-lock.sha256" 2>/dev/null)" != "$want" ]; then
     log "installing the local OpenID provider (oidc-provider, npm)"
-    npm ci --prefix "$ROOT/dev/oidc" --no-audit --no-fund --loglevel=error >/dev/null
+    npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error >/dev/null
+    echo "$want" > "$dir/node_modules/.token-vault-lock.sha256"
   fi
 }
 
@@ -105,10 +111,12 @@ load_dev_env() {
     touch "$file"
     grep -q '^VAULT_MASTER_KEY=' "$file" || echo "VAULT_MASTER_KEY=$(python3 -c 'import secrets; print(secrets.token_hex(32))')" >> "$file"
     grep -q '^VAULT_LOCAL_OIDC_SECRET=' "$file" || echo "VAULT_LOCAL_OIDC_SECRET=$(python3 -c "$gen")" >> "$file"
+    grep -q '^VAULT_LOCAL_OIDC_ADMIN_SECRET=' "$file" || echo "VAULT_LOCAL_OIDC_ADMIN_SECRET=$(python3 -c "$gen")" >> "$file"
     grep -q '^VAULT_LOCAL_OIDC_PASSWORD=' "$file" || echo "VAULT_LOCAL_OIDC_PASSWORD=$(python3 -c "$gen")" >> "$file"
   )
   local saved_key="${VAULT_MASTER_KEY:-}" saved_ring="${VAULT_MASTER_KEYS:-}" saved_hs="${VAULT_JWT_HS256_SECRET:-}"
-  local saved_secret="${VAULT_LOCAL_OIDC_SECRET:-}" saved_password="${VAULT_LOCAL_OIDC_PASSWORD:-}"
+  local saved_secret="${VAULT_LOCAL_OIDC_SECRET:-}" saved_admin="${VAULT_LOCAL_OIDC_ADMIN_SECRET:-}"
+  local saved_password="${VAULT_LOCAL_OIDC_PASSWORD:-}"
   set -a
   # shellcheck disable=SC1090
   . "$file"
@@ -116,6 +124,7 @@ load_dev_env() {
   [ -n "$saved_key" ] && export VAULT_MASTER_KEY="$saved_key"
   [ -n "$saved_ring" ] && export VAULT_MASTER_KEYS="$saved_ring"
   [ -n "$saved_secret" ] && export VAULT_LOCAL_OIDC_SECRET="$saved_secret"
+  [ -n "$saved_admin" ] && export VAULT_LOCAL_OIDC_ADMIN_SECRET="$saved_admin"
   [ -n "$saved_password" ] && export VAULT_LOCAL_OIDC_PASSWORD="$saved_password"
   # HS256 only when asked for in the environment (a dev.env from an earlier version may hold a secret).
   unset VAULT_JWT_HS256_SECRET

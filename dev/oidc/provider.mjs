@@ -12,7 +12,8 @@
 // Started by scripts/dev, which passes (all required):
 //   VAULT_LOCAL_OIDC_PORT     port on 127.0.0.1
 //   VAULT_LOCAL_OIDC_KEYS     file keeping the signing key across restarts (created 0600)
-//   VAULT_LOCAL_OIDC_SECRET   the confidential clients' secret
+//   VAULT_LOCAL_OIDC_SECRET   client_local's secret (the agent's)
+//   VAULT_LOCAL_OIDC_ADMIN_SECRET client_admin's secret
 //   VAULT_LOCAL_OIDC_PASSWORD the users' password
 //   VAULT_LOCAL_OIDC_TOKENS   file to write ready tokens to once listening (0600)
 //   VAULT_LOCAL_API_PORT      the API's port (the portal's redirect URI)
@@ -33,7 +34,7 @@ function need(name) {
 
 const PORT = Number(need("VAULT_LOCAL_OIDC_PORT"));
 const ISSUER = `http://127.0.0.1:${PORT}`;
-const SECRET = need("VAULT_LOCAL_OIDC_SECRET");
+const SECRETS = { client_local: need("VAULT_LOCAL_OIDC_SECRET"), client_admin: need("VAULT_LOCAL_OIDC_ADMIN_SECRET") };
 const PASSWORD = need("VAULT_LOCAL_OIDC_PASSWORD");
 const AUDIENCE = need("VAULT_JWT_AUDIENCE");
 const API = `http://127.0.0.1:${need("VAULT_LOCAL_API_PORT")}`;
@@ -69,13 +70,13 @@ const provider = new Provider(ISSUER, {
   clients: [
     {
       client_id: "client_local",
-      client_secret: SECRET,
+      client_secret: SECRETS.client_local,
       grant_types: ["client_credentials", "authorization_code"],
       response_types: ["code"],
       redirect_uris: [AGENT_CALLBACK],
       scope: `openid ${SCOPES}`,
     },
-    { client_id: "client_admin", client_secret: SECRET, grant_types: ["client_credentials"], response_types: [], redirect_uris: [], scope: SCOPES },
+    { client_id: "client_admin", client_secret: SECRETS.client_admin, grant_types: ["client_credentials"], response_types: [], redirect_uris: [], scope: SCOPES },
     {
       client_id: "vault-portal",
       token_endpoint_auth_method: "none",
@@ -242,7 +243,7 @@ const server = createServer((req, res) => {
 
 // ---- The ready tokens scripts/dev prints: from this provider's own endpoints, as any client gets them ----
 
-const basic = (client) => `Basic ${Buffer.from(`${client}:${SECRET}`).toString("base64")}`;
+const basic = (client) => `Basic ${Buffer.from(`${client}:${SECRETS[client]}`).toString("base64")}`;
 
 async function clientCredentials(client, scope) {
   const r = await fetch(`${ISSUER}/token`, {

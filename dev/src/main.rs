@@ -45,8 +45,7 @@ async fn run() -> Result<(), String> {
     let Some((m2m, user, admin)) = tokens else {
         println!("Tokens come from your identity provider ({issuer}); the vault checks them through VAULT_JWKS_URL.");
         if let Ok(path) = std::env::var("VAULT_LOCAL_TOKENS_FILE") {
-            std::fs::write(&path, "# No tokens: they come from your identity provider.\n")
-                .map_err(|e| format!("writing {path}: {e}"))?;
+            write_private(&path, "# No tokens: they come from your identity provider.\n")?;
         }
         return server.wait().await;
     };
@@ -58,11 +57,13 @@ async fn run() -> Result<(), String> {
             println!("export M2M_TOKEN={m2m}");
             println!("export USER_TOKEN={user}");
             println!("export ADMIN_TOKEN={admin}");
-            println!("A fresh one, as an agent gets it (client credentials; client_admin for the admin's):");
+            println!("A fresh one, as an agent gets it (client credentials):");
             println!(
                 "  curl -s -X POST http://127.0.0.1:{port}/token -u client_local:\"$VAULT_LOCAL_OIDC_SECRET\" -d grant_type=client_credentials -d scope=payments"
             );
-            println!("  (VAULT_LOCAL_OIDC_SECRET is in .local/dev.env)");
+            println!(
+                "  (the secret is in .local/dev.env; client_admin's, VAULT_LOCAL_OIDC_ADMIN_SECRET, gives admin tokens)"
+            );
             println!();
             let password = std::env::var("VAULT_LOCAL_OIDC_PASSWORD").unwrap_or_default();
             println!("The admin portal: {api}/portal/vault: \"Sign in\", then user admin, password {password}");
@@ -102,10 +103,24 @@ async fn run() -> Result<(), String> {
                 "OIDC_ISSUER={issuer}\nPORTAL_USER=admin\nPORTAL_NON_ADMIN=alice\nPORTAL_PASSWORD={password}\n"
             ));
         }
-        std::fs::write(&path, body).map_err(|e| format!("writing {path}: {e}"))?;
+        write_private(&path, &body)?;
         println!("(The tokens are also in {path}: `source {path}`.)");
     }
     server.wait().await
+}
+
+/// Writes `body` to `path`, readable by this user only (it holds tokens and the portal's password).
+fn write_private(path: &str, body: &str) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("writing {path}: {e}"))?;
+    file.write_all(body.as_bytes()).map_err(|e| format!("writing {path}: {e}"))
 }
 
 /// The M2M, user and admin tokens to print: the local provider's, or minted with the HS256 secret.

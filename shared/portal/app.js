@@ -130,8 +130,16 @@ function enterApp() {
   $("f-name").focus();
 }
 
-async function signOut() {
-  const idToken = state.idToken;
+// The vault refused the token (expired, or revoked at the provider): forget it here and say so; the
+// provider's session is left alone, so signing in again may not even ask for a password.
+function sessionEnded() {
+  signOut({ provider: false });
+  show(state.config.oidc ? $("oidc-error") : $("sign-in-error"), "Your session has ended; sign in again.");
+}
+
+// "Sign out": forget the tokens and, signed in through the provider, end its session too.
+async function signOut({ provider = true } = {}) {
+  const idToken = provider ? state.idToken : null;
   session.clear();
   Object.assign(state, { token: null, idToken: null, claims: null, secrets: [], nextToken: null });
   $("secrets").tBodies[0].replaceChildren();
@@ -227,16 +235,17 @@ async function finishOidc(params) {
   sessionStorage.removeItem(PENDING_KEY);
   history.replaceState(null, "", location.pathname);
   if (!cfg) return "This portal has no identity provider configured.";
-  if (params.get("error")) {
-    return `The identity provider did not sign you in: ${params.get("error_description") || params.get("error")}`;
-  }
+  // Nothing from the address bar is shown or used unless it answers the sign-in this tab started.
   if (!pending || params.get("state") !== pending.state) {
     return "This sign-in answer does not belong to a sign-in started in this tab; sign in again.";
   }
   if (params.get("iss") && params.get("iss") !== cfg.issuer) return "The sign-in answer came from another issuer; sign in again.";
-  const d = await discover(cfg.issuer);
+  if (params.get("error")) {
+    return `The identity provider did not sign you in: ${params.get("error_description") || params.get("error")}`;
+  }
   let tokens;
   try {
+    const d = await discover(cfg.issuer);
     const resp = await fetch(d.token_endpoint, {
       method: "POST",
       headers: { "Content-Type": "application/x-www-form-urlencoded" },
@@ -249,8 +258,8 @@ async function finishOidc(params) {
     });
     tokens = await resp.json().catch(() => ({}));
     if (!resp.ok) return `The identity provider refused the sign-in: ${tokens.error_description || tokens.error || resp.status}`;
-  } catch {
-    return "The identity provider could not be reached to finish the sign-in.";
+  } catch (e) {
+    return e.message.startsWith("The identity provider") ? e.message : "The identity provider could not be reached to finish the sign-in.";
   }
   if (!tokens.access_token) return "The identity provider returned no access token.";
   // Received straight from the token endpoint over TLS, the ID token's issuer is vouched for by that
@@ -280,7 +289,7 @@ async function loadSecrets(reset, throwErrors) {
   } catch (e) {
     if (throwErrors) throw e;
     show($("list-error"), `Could not load secrets: ${e.message}`);
-    if (e.status === 401) signOut();
+    if (e.status === 401) sessionEnded();
   } finally {
     list.removeAttribute("aria-busy");
   }
@@ -559,7 +568,7 @@ async function saveSecret(event) {
     $("form-status").textContent = `${result.action === "created" ? "Created" : "Updated"} ${body.name} for client ${body.clientId}.`;
   } catch (e) {
     show($("form-error"), e.message);
-    if (e.status === 401) signOut();
+    if (e.status === 401) sessionEnded();
   } finally {
     $("save").disabled = false;
   }
@@ -662,7 +671,9 @@ function closeDetail() {
   detail.secret = null;
   opener?.focus();
   loadSecrets(true).then(() => {
-    // The row was rebuilt; focus its History button again.
+    // The row was rebuilt: focus its History button again, unless the admin has moved on meanwhile.
+    const active = document.activeElement;
+    if (detail.secret || !(active === document.body || active === opener || !active?.isConnected)) return;
     const again = [...document.querySelectorAll("#secrets button")].find((b) => b.getAttribute("aria-label") === opener?.getAttribute("aria-label"));
     (again || $("f-name")).focus();
   });
@@ -678,7 +689,7 @@ async function loadVersions() {
     detail.versions = page.versions;
   } catch (e) {
     show($("versions-error"), `Could not load the versions: ${e.message}`);
-    if (e.status === 401) signOut();
+    if (e.status === 401) sessionEnded();
   } finally {
     $("versions").removeAttribute("aria-busy");
   }
@@ -715,8 +726,13 @@ async function loadVersions() {
   $("versions").tBodies[0].replaceChildren(...rows);
 }
 
+let trailRequest = 0;
+
 async function loadTrail(reset) {
   const s = detail.secret;
+  // Only the latest request's answer is shown (a filter changed, or Refresh, while one was loading).
+  const request = ++trailRequest;
+  $("trail-more").disabled = true;
   show($("trail-error"), "");
   if (reset) {
     detail.events = [];
@@ -724,21 +740,26 @@ async function loadTrail(reset) {
     $("trail-state").textContent = "Loading the audit trail…";
   }
   const query = new URLSearchParams({ secret: s.name, limit: String(TRAIL_PAGE) });
+  if (s.clientId) query.set("clientId", s.clientId);
   if ($("trail-event").value) query.set("event", $("trail-event").value);
   if (!reset && detail.next) query.set("nextToken", detail.next);
   $("trail").setAttribute("aria-busy", "true");
   try {
     const page = await api("GET", `/vault/audit?${query}`);
-    if (detail.secret !== s) return;
+    if (detail.secret !== s || request !== trailRequest) return;
     // The same name may be another client's secret: keep this one's events (and refusals, which name no owner).
     const mine = page.events.filter((e) => !e.ownerClientId || !s.clientId || e.ownerClientId === s.clientId);
     detail.events = detail.events.concat(mine);
     detail.next = page.nextToken || null;
   } catch (e) {
+    if (request !== trailRequest) return;
     show($("trail-error"), `Could not load the audit trail: ${e.message}`);
-    if (e.status === 401) signOut();
+    if (e.status === 401) sessionEnded();
   } finally {
-    $("trail").removeAttribute("aria-busy");
+    if (request === trailRequest) {
+      $("trail").removeAttribute("aria-busy");
+      $("trail-more").disabled = false;
+    }
   }
   const rows = detail.events.map((e) => {
     const tr = document.createElement("tr");
@@ -758,7 +779,9 @@ async function loadTrail(reset) {
   $("trail").tBodies[0].replaceChildren(...rows);
   const n = detail.events.length;
   $("trail-state").textContent =
-    n === 0 ? "No events in the last 30 days." : `Showing the newest ${n} event${n === 1 ? "" : "s"}${detail.next ? "; older ones below" : ""}.`;
+    n === 0 && !detail.next ? "No events in the last 30 days." :
+      n === 0 ? "No events on this page; older ones may follow." :
+        `Showing the newest ${n} event${n === 1 ? "" : "s"}${detail.next ? "; older ones follow" : ""}.`;
   $("trail-more").hidden = !detail.next;
 }
 
@@ -808,7 +831,11 @@ document.addEventListener("DOMContentLoaded", async () => {
     }
   });
   $("oidc-start").addEventListener("click", startOidc);
-  $("sign-out").addEventListener("click", signOut);
+  // Back from the provider's page with the browser's Back button (the page restored as it was left).
+  window.addEventListener("pageshow", () => {
+    $("oidc-start").disabled = false;
+  });
+  $("sign-out").addEventListener("click", () => signOut());
   $("secret-form").addEventListener("submit", saveSecret);
   $("toggle-value").addEventListener("click", () => setValueVisible($("f-value").type === "password"));
   $("refresh").addEventListener("click", () => loadSecrets(true));

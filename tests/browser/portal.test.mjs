@@ -222,6 +222,14 @@ test("a user or a client without vault:admin is refused with a clear message", a
   assert.equal(await page.evaluate(() => sessionStorage.length), 0);
   await signIn(page, "not a token");
   await page.getByText("This is not a JWT bearer token.").waitFor();
+  // An answer this tab did not ask for (a crafted link) is neither trusted nor echoed, and is gone from
+  // the address bar.
+  for (const query of ["?error=access_denied&error_description=Call+evil.example", "?code=forged&state=forged"]) {
+    await page.goto(`${BASE}/portal/vault${query}`);
+    await page.locator("#oidc-error").getByText("does not belong to a sign-in started in this tab").waitFor();
+    assert.ok(!(await page.locator("body").innerText()).includes("evil.example"));
+    assert.equal(new URL(page.url()).search, "");
+  }
   assert.deepEqual(problems, []);
 });
 
