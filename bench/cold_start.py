@@ -4,8 +4,8 @@
 Two configurations, each cold start of each function interleaved with the others (round-robin over the
 functions, dev then deployed, round after round) so that all meet the same machine:
 
-- dev: the environment `scripts/dev` gives the functions (HS256 secret, master key in plain text, the
-  loopback switch on; scripts/lib.sh `load_dev_env`);
+- dev: the environment `scripts/dev` gives the functions in its HS256 mode (VAULT_JWT_HS256_SECRET set:
+  HS256 secret, master key in plain text, the loopback switch on; scripts/lib.sh `load_dev_env`);
 - deployed: the environment template.yaml gives them, against local servers: the JWKS fetched over
   HTTPS from a server on 127.0.0.1 whose certificate comes from a test CA this script makes, and the key
   ring sealed under KMS, opened with one `Decrypt` from moto's server (what `moto_server` runs, with
@@ -261,7 +261,7 @@ def main():
             "AWS_SECRET_ACCESS_KEY": "local",
             "VAULT_INIT_TIMINGS": "1",
         }
-        # scripts/dev (scripts/lib.sh `load_dev_env`), as `cargo lambda watch` hands it to the functions.
+        # scripts/dev in its HS256 mode (scripts/lib.sh `load_dev_env`), as `cargo lambda watch` hands it over.
         dev = {
             **lambda_env,
             "VAULT_MASTER_KEY": MASTER_KEY,
