@@ -104,31 +104,25 @@ ensure_oidc_provider() {
 #   hs256    VAULT_JWT_HS256_SECRET from the environment: tokens the local stack mints itself.
 load_dev_env() {
   mkdir -p "$ROOT/.local"
-  local file="$ROOT/.local/dev.env"
-  local gen='import secrets; print(secrets.token_urlsafe(32))'
+  local file="$ROOT/.local/dev.env" name value
   (
     umask 077
     touch "$file"
-    grep -q '^VAULT_MASTER_KEY=' "$file" || echo "VAULT_MASTER_KEY=$(python3 -c 'import secrets; print(secrets.token_hex(32))')" >> "$file"
-    grep -q '^VAULT_LOCAL_OIDC_SECRET=' "$file" || echo "VAULT_LOCAL_OIDC_SECRET=$(python3 -c "$gen")" >> "$file"
-    grep -q '^VAULT_LOCAL_OIDC_ADMIN_SECRET=' "$file" || echo "VAULT_LOCAL_OIDC_ADMIN_SECRET=$(python3 -c "$gen")" >> "$file"
-    grep -q '^VAULT_LOCAL_OIDC_PASSWORD=' "$file" || echo "VAULT_LOCAL_OIDC_PASSWORD=$(python3 -c "$gen")" >> "$file"
+    # NAME and the Python expression of its generated value: added once, kept across restarts.
+    while read -r name value; do
+      if ! grep -q "^$name=" "$file"; then echo "$name=$(python3 -c "import secrets; print($value)")" >> "$file"; fi
+    done <<'GENERATED'
+VAULT_MASTER_KEY secrets.token_hex(32)
+VAULT_LOCAL_OIDC_SECRET secrets.token_urlsafe(32)
+VAULT_LOCAL_OIDC_ADMIN_SECRET secrets.token_urlsafe(32)
+VAULT_LOCAL_OIDC_PASSWORD secrets.token_urlsafe(32)
+GENERATED
   )
-  local saved_key="${VAULT_MASTER_KEY:-}" saved_ring="${VAULT_MASTER_KEYS:-}" saved_hs="${VAULT_JWT_HS256_SECRET:-}"
-  local saved_secret="${VAULT_LOCAL_OIDC_SECRET:-}" saved_admin="${VAULT_LOCAL_OIDC_ADMIN_SECRET:-}"
-  local saved_password="${VAULT_LOCAL_OIDC_PASSWORD:-}"
-  set -a
-  # shellcheck disable=SC1090
-  . "$file"
-  set +a
-  [ -n "$saved_key" ] && export VAULT_MASTER_KEY="$saved_key"
-  [ -n "$saved_ring" ] && export VAULT_MASTER_KEYS="$saved_ring"
-  [ -n "$saved_secret" ] && export VAULT_LOCAL_OIDC_SECRET="$saved_secret"
-  [ -n "$saved_admin" ] && export VAULT_LOCAL_OIDC_ADMIN_SECRET="$saved_admin"
-  [ -n "$saved_password" ] && export VAULT_LOCAL_OIDC_PASSWORD="$saved_password"
-  # HS256 only when asked for in the environment (a dev.env from an earlier version may hold a secret).
-  unset VAULT_JWT_HS256_SECRET
-  [ -n "$saved_hs" ] && export VAULT_JWT_HS256_SECRET="$saved_hs"
+  # Each value from the file unless the environment already has one. HS256 only when asked for in the
+  # environment: a dev.env from an earlier version may hold a secret, which is not loaded.
+  while IFS='=' read -r name value; do
+    if [ -n "$name" ] && [ "$name" != VAULT_JWT_HS256_SECRET ] && [ -z "${!name:-}" ]; then export "$name=$value"; fi
+  done < "$file"
   # A key ring (VAULT_MASTER_KEYS, for rotation) replaces the lone key.
   if [ -n "${VAULT_MASTER_KEYS:-}" ]; then unset VAULT_MASTER_KEY; fi
   export VAULT_LOCAL_API_PORT="${VAULT_LOCAL_API_PORT:-9000}"
@@ -185,6 +179,17 @@ for p in sorted(json.load(sys.stdin)["packages"], key=lambda p: p["name"]):
 
 # `-p NAME` for each of the named packages.
 package_args() { for p in "$@"; do printf -- '-p %s ' "$p"; done; }
+
+# Waits until FILE is there and not empty, or fails after $2 seconds (at once if process $3 has ended).
+wait_for_file() {
+  local file="$1" secs="$2" pid="${3:-}"
+  for _ in $(seq 1 $((secs * 4))); do
+    [ -s "$file" ] && return 0
+    if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then return 1; fi
+    sleep 0.25
+  done
+  return 1
+}
 
 # Waits until something listens on host:port, or fails after $3 seconds.
 wait_for_port() {

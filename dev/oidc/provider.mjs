@@ -245,16 +245,20 @@ const server = createServer((req, res) => {
 
 const basic = (client) => `Basic ${Buffer.from(`${client}:${SECRETS[client]}`).toString("base64")}`;
 
-async function clientCredentials(client, scope) {
+// An access token from the token endpoint, as `client` (with its secret) asks for it with `form`.
+async function tokenRequest(client, what, form) {
   const r = await fetch(`${ISSUER}/token`, {
     method: "POST",
     headers: { authorization: basic(client), "content-type": "application/x-www-form-urlencoded" },
-    body: new URLSearchParams({ grant_type: "client_credentials", resource: RESOURCE, ...(scope ? { scope } : {}) }),
+    body: new URLSearchParams(form),
   });
   const body = await r.json();
-  if (!r.ok) throw new Error(`client credentials for ${client}: ${body.error}: ${body.error_description}`);
+  if (!r.ok) throw new Error(`the token request ${what}: ${body.error}: ${body.error_description}`);
   return body.access_token;
 }
+
+const clientCredentials = (client, scope) =>
+  tokenRequest(client, `of ${client}`, { grant_type: "client_credentials", resource: RESOURCE, ...(scope ? { scope } : {}) });
 
 // A user's token through the authorization code flow with PKCE, signing in on the login page above.
 async function userToken(client, username, scope) {
@@ -296,14 +300,9 @@ async function userToken(client, username, scope) {
   if (location.searchParams.get("state") !== state || !location.searchParams.get("code")) {
     throw new Error(`the authorization code flow for ${username} ended at ${location.origin}${location.pathname} (${location.searchParams.get("error") || "no code"})`);
   }
-  const t = await fetch(`${ISSUER}/token`, {
-    method: "POST",
-    headers: { authorization: basic(client), "content-type": "application/x-www-form-urlencoded" },
-    body: new URLSearchParams({ grant_type: "authorization_code", code: location.searchParams.get("code"), redirect_uri: AGENT_CALLBACK, code_verifier: verifier }),
+  return tokenRequest(client, `for ${username}`, {
+    grant_type: "authorization_code", code: location.searchParams.get("code"), redirect_uri: AGENT_CALLBACK, code_verifier: verifier,
   });
-  const body = await t.json();
-  if (!t.ok) throw new Error(`the token request for ${username}: ${body.error}: ${body.error_description}`);
-  return body.access_token;
 }
 
 server.listen(PORT, "127.0.0.1", async () => {

@@ -42,39 +42,30 @@ async fn run() -> Result<(), String> {
     println!("DynamoDB-compatible server (dynoxide) on {} with data in {db_path}", server.endpoint());
     println!("Tables {secrets_table} and {audit_table} are ready.");
     println!();
-    let Some((m2m, user, admin)) = tokens else {
+    let Some(ReadyTokens { m2m, user, admin, provider }) = tokens else {
         println!("Tokens come from your identity provider ({issuer}); the vault checks them through VAULT_JWKS_URL.");
         if let Ok(path) = std::env::var("VAULT_LOCAL_TOKENS_FILE") {
             write_private(&path, "# No tokens: they come from your identity provider.\n")?;
         }
         return server.wait().await;
     };
-    match std::env::var("VAULT_LOCAL_OIDC_PORT") {
-        Ok(port) if std::env::var_os("VAULT_LOCAL_READY_TOKENS").is_some() => {
-            println!(
-                "Development tokens from the local OpenID provider at {issuer} (valid 12 hours, organization org_local):"
-            );
-            println!("export M2M_TOKEN={m2m}");
-            println!("export USER_TOKEN={user}");
-            println!("export ADMIN_TOKEN={admin}");
-            println!("A fresh one, as an agent gets it (client credentials):");
-            println!(
-                "  curl -s -X POST http://127.0.0.1:{port}/token -u client_local:\"$VAULT_LOCAL_OIDC_SECRET\" -d grant_type=client_credentials -d scope=payments"
-            );
-            println!(
-                "  (the secret is in .local/dev.env; client_admin's, VAULT_LOCAL_OIDC_ADMIN_SECRET, gives admin tokens)"
-            );
-            println!();
-            let password = std::env::var("VAULT_LOCAL_OIDC_PASSWORD").unwrap_or_default();
-            println!("The admin portal: {api}/portal/vault: \"Sign in\", then user admin, password {password}");
-            println!("  (user alice, same password, is not an admin)");
-        }
-        _ => {
-            println!("Development tokens (HS256, valid 12 hours, organization org_local):");
-            println!("export M2M_TOKEN={m2m}");
-            println!("export USER_TOKEN={user}");
-            println!("export ADMIN_TOKEN={admin}");
-        }
+    let from =
+        if provider.is_some() { format!("from the local OpenID provider at {issuer}, ") } else { "HS256, ".into() };
+    println!("Development tokens ({from}valid 12 hours, organization org_local):");
+    println!("export M2M_TOKEN={m2m}");
+    println!("export USER_TOKEN={user}");
+    println!("export ADMIN_TOKEN={admin}");
+    if let Some(LocalProvider { port, password }) = &provider {
+        println!("A fresh one, as an agent gets it (client credentials):");
+        println!(
+            "  curl -s -X POST http://127.0.0.1:{port}/token -u client_local:\"$VAULT_LOCAL_OIDC_SECRET\" -d grant_type=client_credentials -d scope=payments"
+        );
+        println!(
+            "  (the secret is in .local/dev.env; client_admin's, VAULT_LOCAL_OIDC_ADMIN_SECRET, gives admin tokens)"
+        );
+        println!();
+        println!("The admin portal: {api}/portal/vault: \"Sign in\", then user admin, password {password}");
+        println!("  (user alice, same password, is not an admin)");
     }
     println!();
     println!("Try:");
@@ -96,9 +87,7 @@ async fn run() -> Result<(), String> {
     if let Ok(path) = std::env::var("VAULT_LOCAL_TOKENS_FILE") {
         let mut body = format!("M2M_TOKEN={m2m}\nUSER_TOKEN={user}\nADMIN_TOKEN={admin}\n");
         // For the browser tests: who signs in to the portal on the local provider's login page.
-        if let (Some(_), Ok(password)) =
-            (std::env::var_os("VAULT_LOCAL_READY_TOKENS"), std::env::var("VAULT_LOCAL_OIDC_PASSWORD"))
-        {
+        if let Some(LocalProvider { password, .. }) = &provider {
             body.push_str(&format!(
                 "OIDC_ISSUER={issuer}\nPORTAL_USER=admin\nPORTAL_NON_ADMIN=alice\nPORTAL_PASSWORD={password}\n"
             ));
@@ -123,8 +112,22 @@ fn write_private(path: &str, body: &str) -> Result<(), String> {
     file.write_all(body.as_bytes()).map_err(|e| format!("writing {path}: {e}"))
 }
 
+/// The tokens to print, and the local provider they came from (none when minted here).
+struct ReadyTokens {
+    m2m: String,
+    user: String,
+    admin: String,
+    provider: Option<LocalProvider>,
+}
+
+/// The local OpenID provider scripts/dev started: its port and the portal users' password.
+struct LocalProvider {
+    port: String,
+    password: String,
+}
+
 /// The M2M, user and admin tokens to print: the local provider's, or minted with the HS256 secret.
-fn ready_tokens(issuer: &str, audience: &str) -> Result<Option<(String, String, String)>, String> {
+fn ready_tokens(issuer: &str, audience: &str) -> Result<Option<ReadyTokens>, String> {
     if let Ok(path) = std::env::var("VAULT_LOCAL_READY_TOKENS") {
         let text = std::fs::read_to_string(&path).map_err(|e| format!("reading {path}: {e}"))?;
         let get = |name: &str| {
@@ -133,19 +136,24 @@ fn ready_tokens(issuer: &str, audience: &str) -> Result<Option<(String, String, 
                 .map(str::to_owned)
                 .ok_or_else(|| format!("{path} has no {name}"))
         };
-        return Ok(Some((get("M2M_TOKEN")?, get("USER_TOKEN")?, get("ADMIN_TOKEN")?)));
+        let provider =
+            LocalProvider { port: env("VAULT_LOCAL_OIDC_PORT")?, password: env("VAULT_LOCAL_OIDC_PASSWORD")? };
+        return Ok(Some(ReadyTokens {
+            m2m: get("M2M_TOKEN")?,
+            user: get("USER_TOKEN")?,
+            admin: get("ADMIN_TOKEN")?,
+            provider: Some(provider),
+        }));
     }
     let Ok(hs256) = std::env::var("VAULT_JWT_HS256_SECRET") else { return Ok(None) };
+    let sign = |claims: &serde_json::Value| sign_hs256(hs256.as_bytes(), claims);
     let day = 12 * 3600;
-    let m2m =
-        sign_hs256(hs256.as_bytes(), &m2m_claims(issuer, audience, "org_local", "client_local", "payments", day))?;
-    let user = sign_hs256(
-        hs256.as_bytes(),
-        &user_claims(issuer, audience, "org_local", "client_local", "auth0|local-user", "payments", day),
-    )?;
-    let admin =
-        sign_hs256(hs256.as_bytes(), &m2m_claims(issuer, audience, "org_local", "client_admin", "vault:admin", day))?;
-    Ok(Some((m2m, user, admin)))
+    Ok(Some(ReadyTokens {
+        m2m: sign(&m2m_claims(issuer, audience, "org_local", "client_local", "payments", day))?,
+        user: sign(&user_claims(issuer, audience, "org_local", "client_local", "auth0|local-user", "payments", day))?,
+        admin: sign(&m2m_claims(issuer, audience, "org_local", "client_admin", "vault:admin", day))?,
+        provider: None,
+    }))
 }
 
 #[tokio::main]

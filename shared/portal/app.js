@@ -130,11 +130,14 @@ function enterApp() {
   $("f-name").focus();
 }
 
+// Where a sign-in problem is said: beside the provider's button, or the pasted token's form.
+const signInError = () => (state.config.oidc ? $("oidc-error") : $("sign-in-error"));
+
 // The vault refused the token (expired, or revoked at the provider): forget it here and say so; the
 // provider's session is left alone, so signing in again may not even ask for a password.
 function sessionEnded() {
   signOut({ provider: false });
-  show(state.config.oidc ? $("oidc-error") : $("sign-in-error"), "Your session has ended; sign in again.");
+  show(signInError(), "Your session has ended; sign in again.");
 }
 
 // "Sign out": forget the tokens and, signed in through the provider, end its session too.
@@ -148,6 +151,8 @@ async function signOut({ provider = true } = {}) {
   $("detail").hidden = true;
   $("sign-in").hidden = false;
   $("token").value = "";
+  show($("sign-in-error"), "");
+  show($("oidc-error"), "");
   // Signed in through the provider: end its session too, and come back here.
   if (idToken && state.config.oidc) {
     try {
@@ -342,6 +347,52 @@ function timeCell(label, iso) {
   return td;
 }
 
+function tagCell(label, values, empty) {
+  const td = document.createElement("td");
+  td.dataset.label = label;
+  if (values.length === 0) td.textContent = empty;
+  for (const v of values) {
+    const tag = document.createElement("span");
+    tag.className = "tag";
+    tag.textContent = v;
+    td.append(tag);
+  }
+  return td;
+}
+
+function textCell(label, text) {
+  const td = document.createElement("td");
+  td.dataset.label = label;
+  td.textContent = text ?? "";
+  return td;
+}
+
+// Readable or use-only, and for a use-only secret its upstream's host (the whole URL on hover) and limits.
+function useCell(item) {
+  const use = document.createElement("td");
+  use.dataset.label = "Use";
+  const mode = document.createElement("span");
+  mode.className = `tag ${item.access === "use-only" ? "use-only" : ""}`;
+  mode.textContent = item.access === "use-only" ? "use-only" : "readable";
+  use.append(mode);
+  if (item.upstream) {
+    const host = document.createElement("span");
+    host.className = "hint";
+    host.textContent = `→ ${new URL(item.upstream.baseUrl).host}`;
+    host.title = item.upstream.baseUrl;
+    use.append(host);
+  }
+  if (item.limits) {
+    const limits = document.createElement("span");
+    limits.className = "hint";
+    limits.textContent = [item.limits.perMinute && `${item.limits.perMinute}/min`, item.limits.perDay && `${item.limits.perDay}/day`]
+      .filter(Boolean)
+      .join(", ");
+    use.append(limits);
+  }
+  return use;
+}
+
 function visibleSecrets() {
   const client = $("filter-client").value;
   const text = $("filter-text").value.trim().toLowerCase();
@@ -367,43 +418,8 @@ function render() {
 
   const rows = visibleSecrets().map((s) => {
     const tr = document.createElement("tr");
-    const name = document.createElement("td");
+    const name = textCell("Name", s.name);
     name.className = "name";
-    name.dataset.label = "Name";
-    name.textContent = s.name;
-    const client = document.createElement("td");
-    client.dataset.label = "Client";
-    client.textContent = s.clientId;
-    const scopes = document.createElement("td");
-    scopes.dataset.label = "Scopes";
-    if (s.scope.length === 0) scopes.textContent = "any token";
-    for (const sc of s.scope) {
-      const tag = document.createElement("span");
-      tag.className = "tag";
-      tag.textContent = sc;
-      scopes.append(tag);
-    }
-    const use = document.createElement("td");
-    use.dataset.label = "Use";
-    const mode = document.createElement("span");
-    mode.className = `tag ${s.access === "use-only" ? "use-only" : ""}`;
-    mode.textContent = s.access === "use-only" ? "use-only" : "readable";
-    use.append(mode);
-    if (s.upstream) {
-      const host = document.createElement("span");
-      host.className = "hint";
-      host.textContent = `→ ${new URL(s.upstream.baseUrl).host}`;
-      host.title = s.upstream.baseUrl;
-      use.append(host);
-    }
-    if (s.limits) {
-      const limits = document.createElement("span");
-      limits.className = "hint";
-      limits.textContent = [s.limits.perMinute && `${s.limits.perMinute}/min`, s.limits.perDay && `${s.limits.perDay}/day`]
-        .filter(Boolean)
-        .join(", ");
-      use.append(limits);
-    }
     const last = state.lastUse.get(`${s.clientId || ""}\u0000${s.name}`);
     const lastUsed = timeCell("Last used", last ? last.time : null);
     if (!last) lastUsed.textContent = s.upstream ? "not yet" : "";
@@ -436,7 +452,7 @@ function render() {
     del.setAttribute("aria-label", `Delete ${s.name} of ${s.clientId}`);
     del.addEventListener("click", () => openDelete(s));
     actions.append(open, del);
-    tr.append(name, client, scopes, use, lastUsed, timeCell("Created", s.createdAt), timeCell("Updated", s.updatedAt), expires, actions);
+    tr.append(name, textCell("Client", s.clientId), tagCell("Scopes", s.scope, "any token"), useCell(s), lastUsed, timeCell("Created", s.createdAt), timeCell("Updated", s.updatedAt), expires, actions);
     return tr;
   });
   $("secrets").tBodies[0].replaceChildren(...rows);
@@ -629,26 +645,6 @@ function secretPath(s, suffix) {
   return `${API}/${encodeURIComponent(s.name)}${suffix}${query}`;
 }
 
-function tagCell(label, values, empty) {
-  const td = document.createElement("td");
-  td.dataset.label = label;
-  if (values.length === 0) td.textContent = empty;
-  for (const v of values) {
-    const tag = document.createElement("span");
-    tag.className = "tag";
-    tag.textContent = v;
-    td.append(tag);
-  }
-  return td;
-}
-
-function textCell(label, text) {
-  const td = document.createElement("td");
-  td.dataset.label = label;
-  td.textContent = text ?? "";
-  return td;
-}
-
 function openDetail(s, opener) {
   Object.assign(detail, { secret: s, opener, versions: [], events: [], next: null });
   $("d-name").textContent = s.name;
@@ -703,13 +699,6 @@ async function loadVersions() {
       tag.textContent = "current";
       num.append(" ", tag);
     }
-    const use = textCell("Use", v.access === "use-only" ? "use-only" : "readable");
-    if (v.upstream) {
-      const host = document.createElement("span");
-      host.className = "hint";
-      host.textContent = `→ ${v.upstream.baseUrl}`;
-      use.append(host);
-    }
     const actions = document.createElement("td");
     if (!v.current) {
       const back = document.createElement("button");
@@ -720,7 +709,7 @@ async function loadVersions() {
       back.addEventListener("click", () => openRollback(v));
       actions.append(back);
     }
-    tr.append(num, timeCell("Written", v.updatedAt), tagCell("Scopes", v.scope, "any token"), use, timeCell("Expires", v.expiresAt), actions);
+    tr.append(num, timeCell("Written", v.updatedAt), tagCell("Scopes", v.scope, "any token"), useCell(v), timeCell("Expires", v.expiresAt), actions);
     return tr;
   });
   $("versions").tBodies[0].replaceChildren(...rows);
@@ -881,12 +870,12 @@ document.addEventListener("DOMContentLoaded", async () => {
   let err = null;
   if (params.has("code") || params.has("error")) {
     err = await finishOidc(params);
-    if (err) show($("oidc-sign-in").hidden ? $("sign-in-error") : $("oidc-error"), err);
+    if (err) show(signInError(), err);
   } else if (saved) {
     err = await signIn(saved.token, saved.idToken);
     if (err) {
       session.clear();
-      show(oidc ? $("oidc-error") : $("sign-in-error"), err);
+      show(signInError(), err);
     }
   } else {
     (oidc ? $("oidc-start") : $("token")).focus();

@@ -19,13 +19,9 @@ const OPENAPI_JSON: &str = include_str!(concat!(env!("OUT_DIR"), "/openapi.json"
 const CSP_TEMPLATE: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'{connect}; \
      img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-/// The policy without a provider: connections to this origin only.
-const STRICT_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
-     img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
-
 /// The identity provider the portal signs administrators in with: the authorization code flow with
 /// PKCE of a public client (no secret).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) struct PortalOidc {
     /// `VAULT_PORTAL_OIDC_ISSUER`: the issuer, exactly as its discovery document and tokens name it.
     pub(crate) issuer: String,
@@ -41,10 +37,10 @@ pub(crate) struct PortalOidc {
     pub(crate) origins: Vec<String>,
 }
 
-/// The portal's configuration, read once per cold start.
-#[derive(Debug, Clone, Default)]
+/// The portal's configuration, read once per cold start: the page's policy header and its config.json.
+#[derive(Debug)]
 pub(crate) struct PortalSettings {
-    csp: String,
+    csp: HeaderValue,
     config_json: String,
 }
 
@@ -93,12 +89,13 @@ impl PortalSettings {
                 })
             }
         };
-        Ok(Self::new(oidc))
+        Self::new(oidc)
     }
 
-    pub(crate) fn new(oidc: Option<PortalOidc>) -> Self {
+    pub(crate) fn new(oidc: Option<PortalOidc>) -> Result<Self, String> {
         let connect: String = oidc.iter().flat_map(|o| &o.origins).map(|o| format!(" {o}")).collect();
-        let csp = CSP_TEMPLATE.replace("{connect}", &connect);
+        let csp = HeaderValue::from_str(&CSP_TEMPLATE.replace("{connect}", &connect))
+            .map_err(|_| "VAULT_PORTAL_OIDC_ORIGINS makes an invalid Content-Security-Policy header".to_owned())?;
         let config = serde_json::json!({
             "oidc": oidc.as_ref().map(|o| serde_json::json!({
                 "issuer": o.issuer,
@@ -108,13 +105,13 @@ impl PortalSettings {
                     .collect::<serde_json::Map<_, _>>(),
             })),
         });
-        Self { csp, config_json: config.to_string() }
+        Ok(Self { csp, config_json: config.to_string() })
     }
 
     /// The page's Content-Security-Policy.
     #[cfg(test)]
     pub(crate) fn content_security_policy(&self) -> &str {
-        &self.csp
+        self.csp.to_str().unwrap_or_default()
     }
 }
 
@@ -123,10 +120,7 @@ fn page(settings: &PortalSettings, status: StatusCode, content_type: &'static st
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    // (Origins are parsed URLs, so the policy is a valid header; were it not, the strictest policy
-    // rather than none.)
-    let csp = HeaderValue::from_str(&settings.csp).unwrap_or_else(|_| HeaderValue::from_static(STRICT_CSP));
-    h.insert(header::CONTENT_SECURITY_POLICY, csp);
+    h.insert(header::CONTENT_SECURITY_POLICY, settings.csp.clone());
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
@@ -169,7 +163,7 @@ mod tests {
     }
 
     fn get(path: &str) -> Response<Body> {
-        get_with(&PortalSettings::new(None), path)
+        get_with(&PortalSettings::new(None).unwrap(), path)
     }
 
     fn body(r: &Response<Body>) -> String {
@@ -250,8 +244,11 @@ mod tests {
             let r = get(path);
             assert_eq!(r.status(), 200, "{path}");
             assert_eq!(r.headers()[header::CONTENT_TYPE], ct);
-            assert_eq!(r.headers()[header::CONTENT_SECURITY_POLICY], STRICT_CSP);
-            assert_eq!(STRICT_CSP, CSP_TEMPLATE.replace("{connect}", ""));
+            assert_eq!(
+                r.headers()[header::CONTENT_SECURITY_POLICY],
+                "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; \
+                 form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+            );
             assert_eq!(r.headers()[header::X_FRAME_OPTIONS], "DENY");
         }
         for path in ["/portal/vault/../secrets", "/portal/vault/app.js.map", "/portal/vault/index.html"] {
